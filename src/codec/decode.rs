@@ -1,0 +1,151 @@
+//! nom parsers for the primitive types, field values and tables.
+//!
+//! All parsers work on complete input (a whole frame payload is in memory before any method is decoded),
+//! so running out of bytes is [`CodecError::Truncated`]. No parser allocates more than the bytes it has
+//! already seen: a length prefix is checked against the remaining input before anything is copied.
+
+use bytes::Bytes;
+use nom::{
+    bytes::complete::take,
+    number::complete::{be_f32, be_f64, be_i16, be_i32, be_i64, be_u16, be_u32, be_u64, be_u8},
+    IResult,
+};
+
+use crate::codec::{
+    CodecError, Decimal, FieldArray, FieldTable, FieldValue, LongStr, ShortStr, Timestamp,
+    MAX_NESTING,
+};
+
+type Parsed<'a, T> = IResult<&'a [u8], T, CodecError>;
+
+/// `octet`.
+pub fn octet(input: &[u8]) -> Parsed<'_, u8> {
+    be_u8(input)
+}
+
+/// `short`: big-endian u16.
+pub fn short(input: &[u8]) -> Parsed<'_, u16> {
+    be_u16(input)
+}
+
+/// `long`: big-endian u32.
+pub fn long(input: &[u8]) -> Parsed<'_, u32> {
+    be_u32(input)
+}
+
+/// `longlong`: big-endian u64.
+pub fn longlong(input: &[u8]) -> Parsed<'_, u64> {
+    be_u64(input)
+}
+
+/// `timestamp`.
+pub fn timestamp(input: &[u8]) -> Parsed<'_, Timestamp> {
+    let (input, secs) = be_u64(input)?;
+    Ok((input, Timestamp(secs)))
+}
+
+/// `shortstr`: length octet, then that many bytes of UTF-8.
+pub fn short_str(input: &[u8]) -> Parsed<'_, ShortStr> {
+    let (input, len) = be_u8(input)?;
+    let (input, bytes) = take(len)(input)?;
+    let s = ShortStr::from_wire(bytes).map_err(nom::Err::Failure)?;
+    Ok((input, s))
+}
+
+/// `longstr`: 32-bit length, then that many bytes.
+pub fn long_str(input: &[u8]) -> Parsed<'_, LongStr> {
+    let (input, bytes) = long_bytes(input)?;
+    Ok((input, LongStr::from(Bytes::copy_from_slice(bytes))))
+}
+
+fn long_bytes(input: &[u8]) -> Parsed<'_, &[u8]> {
+    let (input, len) = be_u32(input)?;
+    // `take` checks `len` against what is left before slicing; nothing is allocated from `len`.
+    take(len)(input)
+}
+
+/// `table`: 32-bit byte length, then (short string name, field value) pairs.
+pub fn table(input: &[u8]) -> Parsed<'_, FieldTable> {
+    table_at(input, 1)
+}
+
+/// A field value: type letter, then the value.
+pub fn field_value(input: &[u8]) -> Parsed<'_, FieldValue> {
+    value_at(input, 1)
+}
+
+/// `depth` is the nesting level of the table being read (the outermost is 1).
+fn table_at(input: &[u8], depth: usize) -> Parsed<'_, FieldTable> {
+    let (rest, mut body) = long_bytes(input)?;
+    let mut table = FieldTable::new();
+    while !body.is_empty() {
+        let (after_key, key) = short_str(body)?;
+        let (after_value, value) = value_at(after_key, depth)?;
+        table.push_decoded(key, value);
+        body = after_value;
+    }
+    Ok((rest, table))
+}
+
+fn array_at(input: &[u8], depth: usize) -> Parsed<'_, FieldArray> {
+    let (rest, mut body) = long_bytes(input)?;
+    let mut values = Vec::new();
+    while !body.is_empty() {
+        let (after, value) = value_at(body, depth)?;
+        values.push(value);
+        body = after;
+    }
+    Ok((rest, FieldArray(values)))
+}
+
+/// Reads one value found inside a container at nesting level `depth`.
+fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
+    let (input, letter) = be_u8(input)?;
+    let value = match letter {
+        b't' => {
+            let (input, b) = be_u8(input)?;
+            let v = match b {
+                0 => false,
+                1 => true,
+                other => return Err(nom::Err::Failure(CodecError::InvalidBool(other))),
+            };
+            return Ok((input, FieldValue::Bool(v)));
+        }
+        b'b' => return be_u8(input).map(|(i, v)| (i, FieldValue::I8(v as i8))),
+        b'B' => return be_u8(input).map(|(i, v)| (i, FieldValue::U8(v))),
+        b's' => return be_i16(input).map(|(i, v)| (i, FieldValue::I16(v))),
+        b'u' => return be_u16(input).map(|(i, v)| (i, FieldValue::U16(v))),
+        b'I' => return be_i32(input).map(|(i, v)| (i, FieldValue::I32(v))),
+        b'i' => return be_u32(input).map(|(i, v)| (i, FieldValue::U32(v))),
+        b'l' => return be_i64(input).map(|(i, v)| (i, FieldValue::I64(v))),
+        b'f' => return be_f32(input).map(|(i, v)| (i, FieldValue::F32(v))),
+        b'd' => return be_f64(input).map(|(i, v)| (i, FieldValue::F64(v))),
+        b'D' => {
+            let (input, scale) = be_u8(input)?;
+            let (input, value) = be_u32(input)?;
+            return Ok((input, FieldValue::Decimal(Decimal { scale, value })));
+        }
+        b'S' => return long_str(input).map(|(i, v)| (i, FieldValue::LongStr(v))),
+        b'T' => return timestamp(input).map(|(i, v)| (i, FieldValue::Timestamp(v))),
+        b'V' => return Ok((input, FieldValue::Void)),
+        b'x' => {
+            let (input, bytes) = long_bytes(input)?;
+            return Ok((input, FieldValue::Bytes(Bytes::copy_from_slice(bytes))));
+        }
+        b'A' | b'F' => letter,
+        other => return Err(nom::Err::Failure(CodecError::UnknownFieldType(other))),
+    };
+    // The check comes before the recursive call, so hostile nesting costs at most MAX_NESTING stack frames.
+    if depth >= MAX_NESTING {
+        return Err(nom::Err::Failure(CodecError::NestingTooDeep {
+            max: MAX_NESTING,
+        }));
+    }
+    if value == b'A' {
+        let (input, array) = array_at(input, depth + 1)?;
+        Ok((input, FieldValue::Array(array)))
+    } else {
+        let (input, table) = table_at(input, depth + 1)?;
+        Ok((input, FieldValue::Table(table)))
+    }
+}

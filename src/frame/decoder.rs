@@ -1,0 +1,131 @@
+//! Bytes → [`Frame`]s, with the size limit enforced from the header.
+
+use bytes::{Buf, BytesMut};
+
+use crate::{
+    frame::{ContentHeader, Frame, FrameError},
+    spec::{self, Method},
+};
+
+/// Splits frames off a read buffer.
+///
+/// Holds the one piece of state decoding needs: the largest frame the peer may send. Before
+/// `connection.tune` that is the spec's minimum, 4096 (spec: "the peer MUST accept frames of up to
+/// frame-min-size octets"); after it, the negotiated `frame-max`.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    max_frame_size: u32,
+}
+
+/// Size of the frame header: type, channel, payload size.
+const HEADER_LEN: usize = 7;
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder {
+            max_frame_size: spec::FRAME_MIN_SIZE,
+        }
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder that accepts frames of at most `max_frame_size` bytes (header and end octet included).
+    pub fn new(max_frame_size: u32) -> FrameDecoder {
+        FrameDecoder { max_frame_size }
+    }
+
+    /// The limit in force.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Changes the limit (after tuning).
+    pub fn set_max_frame_size(&mut self, max_frame_size: u32) {
+        self.max_frame_size = max_frame_size;
+    }
+
+    /// Takes one frame off the front of `buf`.
+    ///
+    /// `Ok(None)`: `buf` holds no complete frame yet; nothing was consumed. On `Ok(Some(_))` the frame's
+    /// bytes are gone from `buf`; a body frame's payload shares `buf`'s allocation instead of being copied.
+    /// On `Err`, the connection must be closed with [`FrameError::reply_code`]; `buf` is left as it was.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if buf.len() < HEADER_LEN {
+            if buf.first() == Some(&b'A') && buf.len() >= 4 && &buf[..4] != b"AMQP" {
+                return Err(FrameError::UnknownFrameType(b'A'));
+            }
+            return Ok(None);
+        }
+        let frame_type = buf[0];
+        if frame_type == b'A' {
+            // spec (4.2.2): a server that rejects the protocol header answers with its own and closes.
+            if buf.len() < 8 {
+                return Ok(None);
+            }
+            let mut header = [0u8; 8];
+            header.copy_from_slice(&buf[..8]);
+            return Err(FrameError::ProtocolMismatch(header));
+        }
+        let channel = u16::from_be_bytes([buf[1], buf[2]]);
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+        let total = HEADER_LEN as u64 + size as u64 + 1;
+        if total > self.max_frame_size as u64 {
+            return Err(FrameError::TooLarge {
+                size: total,
+                max: self.max_frame_size,
+            });
+        }
+        // Validate the type before waiting for the payload, so garbage fails fast rather than stalling.
+        match frame_type {
+            spec::FRAME_METHOD | spec::FRAME_HEADER | spec::FRAME_BODY | spec::FRAME_HEARTBEAT => {}
+            other => return Err(FrameError::UnknownFrameType(other)),
+        }
+        let total = total as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        let end = buf[total - 1];
+        if end != spec::FRAME_END {
+            return Err(FrameError::BadFrameEnd(end));
+        }
+        let payload = &buf[HEADER_LEN..total - 1];
+        let frame = match frame_type {
+            spec::FRAME_METHOD => {
+                if payload.len() < 4 {
+                    return Err(FrameError::TooShort("method"));
+                }
+                let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+                let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+                let method = Method::decode(class_id, method_id, &payload[4..])
+                    .map_err(FrameError::Method)?;
+                buf.advance(total);
+                Frame::Method { channel, method }
+            }
+            spec::FRAME_HEADER => {
+                let header = ContentHeader::decode(payload).map_err(FrameError::Header)?;
+                buf.advance(total);
+                Frame::Header { channel, header }
+            }
+            spec::FRAME_BODY => {
+                let mut frame = buf.split_to(total);
+                frame.advance(HEADER_LEN);
+                frame.truncate(size as usize);
+                Frame::Body {
+                    channel,
+                    payload: frame.freeze(),
+                }
+            }
+            _ => {
+                // spec (4.2.7): "Heartbeat frames MUST have a channel number of zero. A peer that receives
+                // an invalid heartbeat frame MUST raise a connection exception with reply code 501."
+                if channel != 0 {
+                    return Err(FrameError::HeartbeatOnChannel(channel));
+                }
+                buf.advance(total);
+                Frame::Heartbeat
+            }
+        };
+        Ok(Some(frame))
+    }
+}
