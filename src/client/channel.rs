@@ -1,0 +1,640 @@
+//! The channel handle: every AMQP method of the exchange, queue, basic, tx and confirm classes.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::{
+    client::{
+        connection::ConnectionInner, options::*, publish::PublishConfirm, Consumer, GetMessage,
+    },
+    codec::{FieldTable, ShortStr},
+    error::Error,
+    io::command::{
+        ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+    },
+    spec::{basic, channel, confirm, exchange, queue, tx, BasicProperties, Method},
+};
+
+/// Consumer buffer size when the channel has no prefetch limit.
+const UNLIMITED_PREFETCH_BUFFER: usize = 256;
+
+/// A channel: a cheap, cloneable handle for one AMQP channel on a [`Connection`](crate::Connection).
+///
+/// Synchronous methods (declarations, bindings, qos, consume, get, tx, confirm.select) wait for the
+/// broker's reply, at most `rpc_timeout` each; on one channel they are sent one at a time, in call order
+/// (the spec's rule), while publishes and acks go out immediately. A soft error from the broker (404, 406,
+/// ...) closes the channel: the failing call and every pending one get [`Error::ChannelClosed`] with the
+/// reply code; the connection and other channels carry on.
+///
+/// The channel closes when [`Channel::close`] is called, when the broker closes it, or when the last
+/// handle (including consumers and their deliveries) is dropped.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+struct ChannelInner {
+    conn: Arc<ConnectionInner>,
+    shared: Arc<ChannelShared>,
+}
+
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        if !self.shared.is_closed() {
+            let cmd = Command::CloseChannel {
+                channel: self.shared.id,
+                generation: self.shared.generation,
+                reply: None,
+            };
+            if self.conn.commands.try_send(cmd).is_err() {
+                debug!(
+                    channel = self.shared.id,
+                    "could not queue channel close on drop; it closes with the connection"
+                );
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.id())
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+fn short(what: &str, s: &str) -> Result<ShortStr, Error> {
+    ShortStr::new(s).map_err(|_| Error::InvalidArgument(format!("{what} is longer than 255 bytes")))
+}
+
+impl Channel {
+    pub(crate) fn new(conn: Arc<ConnectionInner>, shared: Arc<ChannelShared>) -> Channel {
+        Channel {
+            inner: Arc::new(ChannelInner { conn, shared }),
+        }
+    }
+
+    /// The channel number.
+    pub fn id(&self) -> u16 {
+        self.inner.shared.id
+    }
+
+    /// Whether the channel is still open.
+    pub fn is_open(&self) -> bool {
+        !self.inner.shared.is_closed()
+    }
+
+    /// Why the channel closed, if it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.inner.shared.error.get().cloned()
+    }
+
+    /// Closes the channel (channel.close with 200, waits for close-ok). Pending calls fail with
+    /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker.
+    pub async fn close(&self) -> Result<(), Error> {
+        if self.inner.shared.is_closed() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::CloseChannel {
+            channel: self.id(),
+            generation: self.inner.shared.generation,
+            reply: Some(tx),
+        };
+        if self.inner.conn.send(cmd).await.is_err() {
+            return Ok(());
+        }
+        let timeout = self.inner.conn.config.close_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                what: "channel.close-ok",
+                after: timeout,
+            }),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.shared.is_closed() {
+            return Err(self.inner.shared.error());
+        }
+        Ok(())
+    }
+
+    async fn rpc_with(
+        &self,
+        method: Method,
+        consumer: Option<ConsumerSink>,
+    ) -> Result<RpcReply, Error> {
+        self.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        let name = method.name();
+        self.inner
+            .conn
+            .send(Command::Rpc {
+                channel: self.id(),
+                method,
+                reply: tx,
+                consumer,
+            })
+            .await?;
+        let timeout = self.inner.conn.config.rpc_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.inner.shared.error()),
+            Err(_) => Err(Error::Timeout {
+                what: name,
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn rpc(&self, method: Method) -> Result<Method, Error> {
+        match self.rpc_with(method, None).await? {
+            RpcReply::Method(m) => Ok(m),
+            _ => Err(Error::Protocol {
+                code: crate::spec::ReplyCode::INTERNAL_ERROR,
+                text: "unexpected reply kind".into(),
+            }),
+        }
+    }
+
+    async fn send(&self, method: Method) -> Result<(), Error> {
+        self.check_open()?;
+        let cmd = Command::Send {
+            channel: self.id(),
+            generation: self.inner.shared.generation,
+            method,
+            consumer: None,
+        };
+        self.inner.conn.send(cmd).await
+    }
+
+    async fn call(&self, method: Method, no_wait: bool) -> Result<(), Error> {
+        if no_wait {
+            self.send(method).await
+        } else {
+            self.rpc(method).await.map(drop)
+        }
+    }
+
+    /// exchange.declare: creates the exchange `name` of type `kind` (`direct`, `fanout`, `topic`,
+    /// `headers`, or a plugin's) or checks that it exists with the same settings (406 if not).
+    pub async fn exchange_declare(
+        &self,
+        name: &str,
+        kind: &str,
+        options: ExchangeDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let m = exchange::Declare {
+            exchange: short("exchange name", name)?,
+            kind: short("exchange type", kind)?,
+            passive: options.passive,
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            no_wait: options.no_wait,
+            arguments,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    /// exchange.delete.
+    pub async fn exchange_delete(
+        &self,
+        name: &str,
+        options: ExchangeDeleteOptions,
+    ) -> Result<(), Error> {
+        let m = exchange::Delete {
+            exchange: short("exchange name", name)?,
+            if_unused: options.if_unused,
+            no_wait: options.no_wait,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    /// exchange.bind (RabbitMQ extension): routes messages from `source` to `destination`.
+    pub async fn exchange_bind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        options: BindOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let m = exchange::Bind {
+            destination: short("destination", destination)?,
+            source: short("source", source)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: options.no_wait,
+            arguments,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    /// exchange.unbind (RabbitMQ extension).
+    pub async fn exchange_unbind(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        options: BindOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let m = exchange::Unbind {
+            destination: short("destination", destination)?,
+            source: short("source", source)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: options.no_wait,
+            arguments,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    /// queue.declare: creates the queue or checks it. An empty `name` asks the broker to name it; the
+    /// answer carries the name and the queue's message and consumer counts.
+    pub async fn queue_declare(
+        &self,
+        name: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<queue::DeclareOk, Error> {
+        let m = declare(name, options, arguments, false)?;
+        match self.rpc(m.into()).await? {
+            Method::QueueDeclareOk(ok) => Ok(ok),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// queue.declare with no-wait: nothing comes back, so the name must be given and no counts are known.
+    pub async fn queue_declare_nowait(
+        &self,
+        name: &str,
+        options: QueueDeclareOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a no-wait queue.declare needs a queue name".into(),
+            ));
+        }
+        self.send(declare(name, options, arguments, true)?.into())
+            .await
+    }
+
+    /// queue.bind: routes messages from `exchange` with `routing_key` to `queue`.
+    pub async fn queue_bind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        options: BindOptions,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let m = queue::Bind {
+            queue: short("queue name", queue)?,
+            exchange: short("exchange name", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            no_wait: options.no_wait,
+            arguments,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    /// queue.unbind (always synchronous: the spec gives it no no-wait flag).
+    pub async fn queue_unbind(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
+        let m = queue::Unbind {
+            queue: short("queue name", queue)?,
+            exchange: short("exchange name", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            arguments,
+        };
+        self.rpc(m.into()).await.map(drop)
+    }
+
+    /// queue.purge: removes every ready message; returns how many.
+    pub async fn queue_purge(&self, queue: &str) -> Result<u32, Error> {
+        let m = queue::Purge {
+            queue: short("queue name", queue)?,
+            no_wait: false,
+        };
+        match self.rpc(m.into()).await? {
+            Method::QueuePurgeOk(ok) => Ok(ok.message_count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// queue.delete: returns how many messages it held.
+    pub async fn queue_delete(
+        &self,
+        queue: &str,
+        options: QueueDeleteOptions,
+    ) -> Result<u32, Error> {
+        let m = queue::Delete {
+            queue: short("queue name", queue)?,
+            if_unused: options.if_unused,
+            if_empty: options.if_empty,
+            no_wait: false,
+        };
+        match self.rpc(m.into()).await? {
+            Method::QueueDeleteOk(ok) => Ok(ok.message_count),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// basic.qos: at most `prefetch_count` unacknowledged deliveries (0 = no limit). Consumers started
+    /// afterwards buffer at most that many deliveries client-side.
+    pub async fn basic_qos(
+        &self,
+        prefetch_count: u16,
+        options: BasicQosOptions,
+    ) -> Result<(), Error> {
+        let m = basic::Qos {
+            prefetch_size: options.prefetch_size,
+            prefetch_count,
+            global: options.global,
+        };
+        self.rpc(m.into()).await?;
+        self.inner
+            .shared
+            .prefetch
+            .store(prefetch_count, Ordering::Release);
+        Ok(())
+    }
+
+    /// basic.consume: subscribes to `queue`. An empty `consumer_tag` lets the broker pick one.
+    pub async fn basic_consume(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        options: BasicConsumeOptions,
+        arguments: FieldTable,
+    ) -> Result<Consumer, Error> {
+        let m = basic::Consume {
+            queue: short("queue name", queue)?,
+            consumer_tag: short("consumer tag", consumer_tag)?,
+            no_local: options.no_local,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            no_wait: false,
+            arguments,
+        };
+        let capacity = match self.inner.shared.prefetch.load(Ordering::Acquire) {
+            0 => UNLIMITED_PREFETCH_BUFFER,
+            n => n as usize,
+        };
+        let (tx, rx) = mpsc::channel(capacity);
+        let shared = Arc::new(ConsumerShared::default());
+        let sink = ConsumerSink {
+            tx,
+            shared: shared.clone(),
+            no_ack: options.no_ack,
+        };
+        self.rpc_with(m.into(), Some(sink)).await?;
+        Ok(Consumer::new(rx, shared, self.clone()))
+    }
+
+    /// basic.cancel: ends the consumer with tag `consumer_tag`; deliveries already buffered stay
+    /// readable, then the consumer ends.
+    pub async fn basic_cancel(
+        &self,
+        consumer_tag: &str,
+        options: BasicCancelOptions,
+    ) -> Result<(), Error> {
+        let m = basic::Cancel {
+            consumer_tag: short("consumer tag", consumer_tag)?,
+            no_wait: options.no_wait,
+        };
+        self.call(m.into(), options.no_wait).await
+    }
+
+    pub(crate) fn cancel_on_drop(&self, tag: ShortStr) {
+        let m = basic::Cancel {
+            consumer_tag: tag,
+            no_wait: true,
+        };
+        let cmd = Command::Send {
+            channel: self.id(),
+            generation: self.inner.shared.generation,
+            method: m.into(),
+            consumer: None,
+        };
+        let _ = self.inner.conn.commands.try_send(cmd);
+    }
+
+    /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
+    /// flow-stopped, and in confirm mode while the confirm window is full (each wait bounded by
+    /// `rpc_timeout`). The returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
+    pub async fn basic_publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        options: BasicPublishOptions,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<PublishConfirm, Error> {
+        self.check_open()?;
+        let publish = basic::Publish {
+            exchange: short("exchange name", exchange)?,
+            routing_key: short("routing key", routing_key)?,
+            mandatory: options.mandatory,
+            immediate: options.immediate,
+        };
+        let timeout = self.inner.conn.config.rpc_timeout;
+        self.wait_until_publishable(timeout).await?;
+        let shared = &self.inner.shared;
+        let (confirm, result) = if shared.confirm_mode.load(Ordering::Acquire) {
+            let permit =
+                match tokio::time::timeout(timeout, shared.confirm_window.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(shared.error()),
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: "room in the confirm window",
+                            after: timeout,
+                        })
+                    }
+                };
+            let (tx, rx) = oneshot::channel();
+            (
+                Some(ConfirmWaiter {
+                    reply: tx,
+                    _permit: permit,
+                }),
+                PublishConfirm::new(rx),
+            )
+        } else {
+            (None, PublishConfirm::not_requested())
+        };
+        let cmd = Command::Publish(Box::new(Publish {
+            channel: shared.id,
+            generation: shared.generation,
+            publish,
+            properties,
+            body: body.into(),
+            confirm,
+        }));
+        self.inner.conn.send(cmd).await?;
+        Ok(result)
+    }
+
+    async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        let mut blocked = self.inner.conn.shared.blocked.subscribe();
+        if blocked.borrow().is_some() {
+            let reason = blocked.borrow().clone().unwrap_or_default();
+            if tokio::time::timeout(timeout, blocked.wait_for(Option::is_none))
+                .await
+                .is_err()
+            {
+                return Err(Error::Blocked(reason));
+            }
+        }
+        let mut flow = self.inner.shared.flow.subscribe();
+        if !*flow.borrow()
+            && tokio::time::timeout(timeout, flow.wait_for(|active| *active))
+                .await
+                .is_err()
+        {
+            return Err(Error::Timeout {
+                what: "channel.flow to resume",
+                after: timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// basic.get: fetches one message, or `None` if the queue is empty.
+    pub async fn basic_get(&self, queue: &str, no_ack: bool) -> Result<Option<GetMessage>, Error> {
+        let m = basic::Get {
+            queue: short("queue name", queue)?,
+            no_ack,
+        };
+        match self.rpc_with(m.into(), None).await? {
+            RpcReply::Get(message) => Ok(message),
+            RpcReply::Method(other) => Err(unexpected(other)),
+            RpcReply::Channel(_) => Err(Error::InvalidArgument("unexpected reply".into())),
+        }
+    }
+
+    /// basic.ack by tag (see also [`Delivery::ack`](crate::Delivery::ack)).
+    pub async fn basic_ack(&self, delivery_tag: u64, multiple: bool) -> Result<(), Error> {
+        self.send(
+            basic::Ack {
+                delivery_tag,
+                multiple,
+            }
+            .into(),
+        )
+        .await
+    }
+
+    /// basic.nack by tag (RabbitMQ extension).
+    pub async fn basic_nack(
+        &self,
+        delivery_tag: u64,
+        options: BasicNackOptions,
+    ) -> Result<(), Error> {
+        self.send(
+            basic::Nack {
+                delivery_tag,
+                multiple: options.multiple,
+                requeue: options.requeue,
+            }
+            .into(),
+        )
+        .await
+    }
+
+    /// basic.reject by tag.
+    pub async fn basic_reject(&self, delivery_tag: u64, requeue: bool) -> Result<(), Error> {
+        self.send(
+            basic::Reject {
+                delivery_tag,
+                requeue,
+            }
+            .into(),
+        )
+        .await
+    }
+
+    /// basic.recover: redeliver every unacknowledged message of this channel (requeued if `requeue`).
+    pub async fn basic_recover(&self, requeue: bool) -> Result<(), Error> {
+        self.rpc(basic::Recover { requeue }.into()).await.map(drop)
+    }
+
+    /// confirm.select: puts the channel in confirm mode; from now on every publish's
+    /// [`PublishConfirm`] resolves with the broker's ack, nack or return.
+    pub async fn confirm_select(&self) -> Result<(), Error> {
+        self.rpc(confirm::Select { nowait: false }.into())
+            .await
+            .map(drop)
+    }
+
+    /// Whether the channel is in confirm mode.
+    pub fn is_confirm_mode(&self) -> bool {
+        self.inner.shared.confirm_mode.load(Ordering::Acquire)
+    }
+
+    /// tx.select: makes the channel transactional.
+    pub async fn tx_select(&self) -> Result<(), Error> {
+        self.rpc(tx::Select.into()).await.map(drop)
+    }
+
+    /// tx.commit: publishes and acks since the last commit or rollback take effect.
+    pub async fn tx_commit(&self) -> Result<(), Error> {
+        self.rpc(tx::Commit.into()).await.map(drop)
+    }
+
+    /// tx.rollback: publishes and acks since the last commit or rollback are discarded.
+    pub async fn tx_rollback(&self) -> Result<(), Error> {
+        self.rpc(tx::Rollback.into()).await.map(drop)
+    }
+
+    /// channel.flow from the client: asks the broker to pause (`false`) or resume deliveries. RabbitMQ
+    /// refuses `false` (540 NOT_IMPLEMENTED); prefetch limits are the way to pause it.
+    pub async fn channel_flow(&self, active: bool) -> Result<bool, Error> {
+        match self.rpc(channel::Flow { active }.into()).await? {
+            Method::ChannelFlowOk(ok) => Ok(ok.active),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn declare(
+    name: &str,
+    o: QueueDeclareOptions,
+    arguments: FieldTable,
+    no_wait: bool,
+) -> Result<queue::Declare, Error> {
+    Ok(queue::Declare {
+        queue: short("queue name", name)?,
+        passive: o.passive,
+        durable: o.durable,
+        exclusive: o.exclusive,
+        auto_delete: o.auto_delete,
+        no_wait,
+        arguments,
+    })
+}
+
+fn unexpected(m: Method) -> Error {
+    Error::Protocol {
+        code: crate::spec::ReplyCode::COMMAND_INVALID,
+        text: format!("unexpected reply {}", m.name()),
+    }
+}

@@ -1,0 +1,288 @@
+//! The connection handle and how it is established.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+use tracing::{debug, info, Instrument};
+
+use crate::{
+    client::Channel,
+    codec::FieldTable,
+    config::{AuthMechanism, ConnectionConfig},
+    error::{CloseReason, Error},
+    io::{
+        command::{Command, ConnectionShared, RpcReply},
+        driver::Driver,
+    },
+    proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences, Tuned},
+    spec::ReplyCode,
+};
+
+/// A connection to a broker: a cheap, cloneable handle to the driver task that owns the socket.
+///
+/// Created by [`Connection::connect`]; the handshake (TCP connect, SASL, tuning, vhost open) completes
+/// within `connection_timeout` or fails with a typed error ([`Error::AuthenticationFailed`] for bad
+/// credentials, [`Error::ConnectionClosed`] with 530 for a forbidden vhost, [`Error::Connect`] or
+/// [`Error::Timeout`] for an unreachable broker).
+///
+/// The connection stays open while any handle on it lives (this, its [`Channel`]s, their consumers).
+/// [`Connection::close`] closes it at once, cleanly (close/close-ok, bounded by `close_timeout`); dropping
+/// the last handle does the same in the background. Heartbeats are sent and checked by the driver; a peer
+/// silent for two intervals is declared dead and every waiter gets [`Error::MissedHeartbeats`].
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<ConnectionInner>,
+}
+
+pub(crate) struct ConnectionInner {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) shared: Arc<ConnectionShared>,
+    pub(crate) config: Arc<ConnectionConfig>,
+}
+
+impl Connection {
+    /// Connects to the broker at `uri` (`amqp://user:pass@host:port/vhost?heartbeat=10`).
+    pub async fn connect(uri: &str) -> Result<Connection, Error> {
+        Connection::connect_with(ConnectionConfig::from_uri(uri)?).await
+    }
+
+    /// Connects with a typed configuration.
+    pub async fn connect_with(config: ConnectionConfig) -> Result<Connection, Error> {
+        config.validate()?;
+        if config.tls {
+            return Err(Error::InvalidArgument(
+                "amqps:// (TLS) is not supported yet; it will never fall back to plain TCP".into(),
+            ));
+        }
+        let span = tracing::info_span!("coney.connection", peer = %config.redacted_uri());
+        let deadline = Instant::now() + config.connection_timeout;
+        let addr = format!("{}:{}", config.host, config.port);
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(Error::Connect {
+                    addr,
+                    source: Arc::new(e),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "TCP connect",
+                    after: config.connection_timeout,
+                })
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let params = handshake_params(&config);
+        let mut proto = proto::Connection::new(params, Instant::now().into_std());
+        let mut read_buf = BytesMut::with_capacity(64 * 1024);
+        let handshake = async {
+            loop {
+                if !proto.transmit().is_empty() {
+                    let out = proto.transmit().split();
+                    writer.write_all(&out).await.map_err(Error::io)?;
+                    proto.on_transmit(Instant::now().into_std());
+                }
+                if let Some(Event::Opened {
+                    server_properties,
+                    tuned,
+                }) = proto.poll_event()
+                {
+                    return Ok((server_properties, tuned));
+                }
+                let n = reader.read_buf(&mut read_buf).await.map_err(Error::io)?;
+                if n == 0 {
+                    return Err(Error::Handshake(
+                        "the broker closed the socket during the handshake (is this an AMQP 0-9-1 port?)".into(),
+                    ));
+                }
+                if let Err(e) = proto.handle_input(&mut read_buf, Instant::now().into_std()) {
+                    // Answer (close-ok, or our close) before giving up, best effort.
+                    let out = proto.transmit().split();
+                    let _ = writer.write_all(&out).await;
+                    return Err(handshake_error(e));
+                }
+            }
+        };
+        let (server_properties, tuned) = match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "the AMQP handshake",
+                    after: config.connection_timeout,
+                })
+            }
+        };
+        span.in_scope(|| info!(?tuned, "connected"));
+        let (tx, rx) = mpsc::channel(config.command_queue.max(1));
+        let shared = Arc::new(ConnectionShared {
+            server_properties,
+            tuned,
+            blocked: watch::channel(None).0,
+            error: Default::default(),
+        });
+        let driver = Driver::new(
+            reader,
+            writer,
+            proto,
+            read_buf,
+            rx,
+            tx.downgrade(),
+            shared.clone(),
+            config.confirm_window.max(1),
+            config.close_timeout,
+        );
+        tokio::spawn(driver.run().instrument(span));
+        Ok(Connection {
+            inner: Arc::new(ConnectionInner {
+                commands: tx,
+                shared,
+                config: Arc::new(config),
+            }),
+        })
+    }
+
+    /// Opens a new channel.
+    pub async fn open_channel(&self) -> Result<Channel, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::OpenChannel { reply: tx }).await?;
+        let timeout = self.inner.config.rpc_timeout;
+        let shared = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(RpcReply::Channel(shared)))) => shared,
+            Ok(Ok(Ok(_))) => {
+                return Err(Error::Handshake("unexpected reply to channel.open".into()))
+            }
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => return Err(self.inner.shared.error()),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "channel.open-ok",
+                    after: timeout,
+                })
+            }
+        };
+        debug!(channel = shared.id, "channel open");
+        Ok(Channel::new(self.inner.clone(), shared))
+    }
+
+    /// Closes the connection: channels and consumers end, pending operations fail with
+    /// [`Error::ClosedByClient`]. Waits for the broker's close-ok up to `close_timeout`.
+    pub async fn close(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Close { reply: Some(tx) })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        let timeout = self.inner.config.close_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                what: "connection.close-ok",
+                after: timeout,
+            }),
+        }
+    }
+
+    /// Whether the connection is still up (no close started, no failure seen).
+    pub fn is_open(&self) -> bool {
+        self.inner.shared.error.get().is_none() && !self.inner.commands.is_closed()
+    }
+
+    /// Why the connection ended, if it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.inner.shared.error.get().cloned()
+    }
+
+    /// The broker's `server-properties` (product, version, capabilities).
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.inner.shared.server_properties
+    }
+
+    /// The negotiated channel-max, frame-max and heartbeat.
+    pub fn tuned(&self) -> Tuned {
+        self.inner.shared.tuned
+    }
+
+    /// Whether the broker has blocked publishing on this connection (connection.blocked), and why.
+    pub fn blocked(&self) -> Option<String> {
+        self.inner.shared.blocked.borrow().clone()
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), Error> {
+        self.inner.send(cmd).await
+    }
+}
+
+impl ConnectionInner {
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
+        let timeout = self.config.rpc_timeout;
+        match tokio::time::timeout(timeout, self.commands.send(cmd)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.shared.error()),
+            Err(_) => Err(Error::Timeout {
+                what: "room in the command queue",
+                after: timeout,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.inner.config.redacted_uri())
+            .field("tuned", &self.inner.shared.tuned)
+            .field("open", &self.is_open())
+            .finish()
+    }
+}
+
+fn handshake_params(config: &ConnectionConfig) -> HandshakeParams {
+    HandshakeParams {
+        mechanism: match config.auth_mechanism {
+            AuthMechanism::Plain => Mechanism::Plain,
+            AuthMechanism::AmqPlain => Mechanism::AmqPlain,
+            AuthMechanism::External => Mechanism::External,
+        },
+        username: config.username.clone(),
+        password: config.password.expose().to_string(),
+        vhost: config.vhost.clone(),
+        locale: config.locale.clone(),
+        connection_name: config.connection_name.clone(),
+        tune: TunePreferences {
+            channel_max: config.channel_max,
+            frame_max: config.frame_max,
+            heartbeat: config.heartbeat,
+        },
+        max_message_size: config.max_message_size,
+    }
+}
+
+fn handshake_error(e: ConnectionError) -> Error {
+    match e {
+        ConnectionError::ServerClosed(close) => {
+            let reason = CloseReason::from(close);
+            if reason.code == ReplyCode::ACCESS_REFUSED {
+                Error::AuthenticationFailed(reason.text)
+            } else {
+                Error::ConnectionClosed(reason)
+            }
+        }
+        ConnectionError::Violation { code, text } => Error::Protocol { code, text },
+        ConnectionError::HeartbeatTimeout(d) => Error::MissedHeartbeats(d),
+        ConnectionError::Handshake(text) => Error::Handshake(text),
+    }
+}

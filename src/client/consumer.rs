@@ -1,0 +1,116 @@
+//! A subscription to a queue.
+
+use std::{
+    future::Future,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use crate::{
+    client::{Channel, Delivery},
+    codec::ShortStr,
+    error::Error,
+    io::command::ConsumerShared,
+};
+
+/// The deliveries of one `basic.consume`, in the order the broker sent them.
+///
+/// Bounded: it buffers at most the channel's prefetch count (or 256 when no prefetch was set, in which
+/// case the driver stops reading from the socket while the buffer is full). Poll it with
+/// [`Consumer::next`], or hand it a callback with [`Consumer::run`].
+///
+/// It ends when it is cancelled (by [`Channel::basic_cancel`], or by the broker when its queue is
+/// deleted), or when its channel or connection closes; the reason is the last item, as an `Err`, unless the
+/// client itself cancelled or closed. Dropping it cancels the subscription; deliveries still in flight are
+/// requeued (unless `no_ack`).
+pub struct Consumer {
+    rx: mpsc::Receiver<Delivery>,
+    shared: Arc<ConsumerShared>,
+    channel: Channel,
+    reported: bool,
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Delivery>,
+        shared: Arc<ConsumerShared>,
+        channel: Channel,
+    ) -> Consumer {
+        Consumer {
+            rx,
+            shared,
+            channel,
+            reported: false,
+        }
+    }
+
+    /// The consumer tag (the broker's, if the client asked for none).
+    pub fn tag(&self) -> &str {
+        self.shared.tag.get().map(ShortStr::as_str).unwrap_or("")
+    }
+
+    /// The channel the consumer lives on.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The next delivery; `Some(Err(_))` once if the consumer ended for a reason other than the client's
+    /// own cancel or close, then `None`.
+    pub async fn next(&mut self) -> Option<Result<Delivery, Error>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Poll form of [`Consumer::next`], for adapting into a `Stream`.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery, Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(d)) => Poll::Ready(Some(Ok(d))),
+            Poll::Ready(None) => {
+                if self.reported {
+                    return Poll::Ready(None);
+                }
+                self.reported = true;
+                match self.shared.ended.get() {
+                    Some(Error::ClosedByClient(_)) | None => Poll::Ready(None),
+                    Some(e) => Poll::Ready(Some(Err(e.clone()))),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Why the consumer ended, once it has.
+    pub fn end_reason(&self) -> Option<Error> {
+        self.shared.ended.get().cloned()
+    }
+
+    /// Runs `handler` for each delivery on a new task; the task ends with the consumer and returns why
+    /// (`None` for the client's own cancel or close). The handler runs on the caller's runtime, never on the
+    /// connection's driver.
+    pub fn run<F, Fut>(mut self, mut handler: F) -> JoinHandle<Option<Error>>
+    where
+        F: FnMut(Delivery) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        tokio::spawn(async move {
+            while let Some(item) = self.next().await {
+                match item {
+                    Ok(delivery) => handler(delivery).await,
+                    Err(e) => return Some(e),
+                }
+            }
+            None
+        })
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.shared.ended.get().is_none() {
+            if let Some(tag) = self.shared.tag.get() {
+                self.channel.cancel_on_drop(tag.clone());
+            }
+        }
+    }
+}

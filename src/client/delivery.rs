@@ -1,0 +1,258 @@
+//! Messages received: from a consumer ([`Delivery`]) or from basic.get ([`GetMessage`]).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::{
+    client::options::BasicNackOptions,
+    codec::ShortStr,
+    error::Error,
+    io::command::{ChannelShared, Command},
+    spec::{basic, BasicProperties, Method},
+};
+
+/// Sends acks for deliveries of one channel incarnation.
+///
+/// An ack for a delivery whose channel has closed is refused with [`Error::StaleDelivery`] and never
+/// reaches the wire (P3): delivery tags are per channel, so on a reopened channel it would ack another
+/// message.
+#[derive(Clone)]
+pub(crate) struct DeliveryAcker {
+    commands: mpsc::WeakSender<Command>,
+    channel: Arc<ChannelShared>,
+    no_ack: bool,
+}
+
+/// How long an ack may wait for room in the driver's command queue.
+const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl DeliveryAcker {
+    pub(crate) fn new(
+        commands: mpsc::WeakSender<Command>,
+        channel: Arc<ChannelShared>,
+        no_ack: bool,
+    ) -> Self {
+        DeliveryAcker {
+            commands,
+            channel,
+            no_ack,
+        }
+    }
+
+    pub(crate) fn no_ack(&self) -> bool {
+        self.no_ack
+    }
+
+    pub(crate) fn channel_id(&self) -> u16 {
+        self.channel.id
+    }
+
+    async fn send(&self, tag: u64, method: Method) -> Result<(), Error> {
+        if self.channel.is_closed() {
+            return Err(Error::StaleDelivery(tag));
+        }
+        let Some(tx) = self.commands.upgrade() else {
+            return Err(Error::StaleDelivery(tag));
+        };
+        let cmd = Command::Send {
+            channel: self.channel.id,
+            generation: self.channel.generation,
+            method,
+            consumer: None,
+        };
+        match tokio::time::timeout(ACK_SEND_TIMEOUT, tx.send(cmd)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Error::StaleDelivery(tag)),
+            Err(_) => Err(Error::Timeout {
+                what: "room in the command queue",
+                after: ACK_SEND_TIMEOUT,
+            }),
+        }
+    }
+
+    async fn ack(&self, tag: u64, multiple: bool) -> Result<(), Error> {
+        self.send(
+            tag,
+            basic::Ack {
+                delivery_tag: tag,
+                multiple,
+            }
+            .into(),
+        )
+        .await
+    }
+
+    async fn nack(&self, tag: u64, options: BasicNackOptions) -> Result<(), Error> {
+        let nack = basic::Nack {
+            delivery_tag: tag,
+            multiple: options.multiple,
+            requeue: options.requeue,
+        };
+        self.send(tag, nack.into()).await
+    }
+
+    async fn reject(&self, tag: u64, requeue: bool) -> Result<(), Error> {
+        self.send(
+            tag,
+            basic::Reject {
+                delivery_tag: tag,
+                requeue,
+            }
+            .into(),
+        )
+        .await
+    }
+}
+
+/// A message pushed to a consumer (basic.deliver).
+///
+/// Unless the consumer was started with `no_ack`, settle it with [`Delivery::ack`], [`Delivery::nack`] or
+/// [`Delivery::reject`]; an unsettled delivery counts against the prefetch limit until its channel closes,
+/// when the broker requeues it.
+pub struct Delivery {
+    /// The consumer it was delivered to.
+    pub consumer_tag: ShortStr,
+    /// Identifies the delivery on its channel, for acks.
+    pub delivery_tag: u64,
+    /// The broker delivered it before (to this or another consumer) without an ack.
+    pub redelivered: bool,
+    /// Exchange it was published to.
+    pub exchange: ShortStr,
+    /// Routing key it was published with.
+    pub routing_key: ShortStr,
+    /// Message properties.
+    pub properties: BasicProperties,
+    /// Message body.
+    pub body: Bytes,
+    acker: DeliveryAcker,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("consumer_tag", &self.consumer_tag)
+            .field("delivery_tag", &self.delivery_tag)
+            .field("redelivered", &self.redelivered)
+            .field("exchange", &self.exchange)
+            .field("routing_key", &self.routing_key)
+            .field("properties", &self.properties)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        d: basic::Deliver,
+        properties: BasicProperties,
+        body: Bytes,
+        acker: DeliveryAcker,
+    ) -> Delivery {
+        Delivery {
+            consumer_tag: d.consumer_tag,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange,
+            routing_key: d.routing_key,
+            properties,
+            body,
+            acker,
+        }
+    }
+
+    pub(crate) fn acker(&self) -> &DeliveryAcker {
+        &self.acker
+    }
+
+    /// The delivery tag.
+    pub fn delivery_tag(&self) -> u64 {
+        self.delivery_tag
+    }
+
+    /// Acknowledges this delivery.
+    pub async fn ack(&self) -> Result<(), Error> {
+        self.acker.ack(self.delivery_tag, false).await
+    }
+
+    /// Acknowledges this delivery and every earlier unacknowledged one on the channel.
+    pub async fn ack_multiple(&self) -> Result<(), Error> {
+        self.acker.ack(self.delivery_tag, true).await
+    }
+
+    /// Negative acknowledgement (RabbitMQ extension): requeue, discard or dead-letter.
+    pub async fn nack(&self, options: BasicNackOptions) -> Result<(), Error> {
+        self.acker.nack(self.delivery_tag, options).await
+    }
+
+    /// Rejects this delivery: requeued if `requeue`, else discarded or dead-lettered.
+    pub async fn reject(&self, requeue: bool) -> Result<(), Error> {
+        self.acker.reject(self.delivery_tag, requeue).await
+    }
+}
+
+/// A message fetched with [`Channel::basic_get`](crate::Channel::basic_get).
+pub struct GetMessage {
+    /// Identifies the delivery on its channel, for acks.
+    pub delivery_tag: u64,
+    /// Delivered before without an ack.
+    pub redelivered: bool,
+    /// Exchange it was published to.
+    pub exchange: ShortStr,
+    /// Routing key it was published with.
+    pub routing_key: ShortStr,
+    /// Messages left in the queue.
+    pub message_count: u32,
+    /// Message properties.
+    pub properties: BasicProperties,
+    /// Message body.
+    pub body: Bytes,
+    acker: DeliveryAcker,
+}
+
+impl std::fmt::Debug for GetMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetMessage")
+            .field("delivery_tag", &self.delivery_tag)
+            .field("message_count", &self.message_count)
+            .field("routing_key", &self.routing_key)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GetMessage {
+    pub(crate) fn new(
+        ok: basic::GetOk,
+        properties: BasicProperties,
+        body: Bytes,
+        acker: DeliveryAcker,
+    ) -> GetMessage {
+        GetMessage {
+            delivery_tag: ok.delivery_tag,
+            redelivered: ok.redelivered,
+            exchange: ok.exchange,
+            routing_key: ok.routing_key,
+            message_count: ok.message_count,
+            properties,
+            body,
+            acker,
+        }
+    }
+
+    /// Acknowledges the message (unless it was fetched with `no_ack`).
+    pub async fn ack(&self) -> Result<(), Error> {
+        self.acker.ack(self.delivery_tag, false).await
+    }
+
+    /// Negative acknowledgement.
+    pub async fn nack(&self, options: BasicNackOptions) -> Result<(), Error> {
+        self.acker.nack(self.delivery_tag, options).await
+    }
+
+    /// Rejects the message.
+    pub async fn reject(&self, requeue: bool) -> Result<(), Error> {
+        self.acker.reject(self.delivery_tag, requeue).await
+    }
+}

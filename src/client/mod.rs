@@ -1,0 +1,15 @@
+//! The low-level client: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`], [`PublishConfirm`].
+
+mod channel;
+mod connection;
+mod consumer;
+mod delivery;
+pub mod options;
+mod publish;
+
+pub use channel::Channel;
+pub use connection::Connection;
+pub use consumer::Consumer;
+pub(crate) use delivery::DeliveryAcker;
+pub use delivery::{Delivery, GetMessage};
+pub use publish::{Confirmation, PublishConfirm, ReturnedMessage};

@@ -1,0 +1,190 @@
+//! coney's one public error type.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use crate::{
+    codec::CodecError,
+    config::ConfigError,
+    spec::{channel, connection, ErrorClass, ReplyCode},
+};
+
+/// Everything that can go wrong, for every API in the crate.
+///
+/// Cheap to clone (one failure is reported to every waiter on a connection or channel). Match on the
+/// predicates rather than on variants where you can: [`Error::reply_code`], [`Error::is_connection_closed`],
+/// [`Error::is_recoverable`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration or URI is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An argument cannot be sent (e.g. a name longer than 255 bytes).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The cause.
+        source: Arc<std::io::Error>,
+    },
+    /// Reading from or writing to the socket failed, or the peer closed it without `connection.close`.
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+    /// A wait ran past its deadline.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The broker refused the credentials (403 during the handshake).
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    /// The handshake could not complete (protocol version, SASL mechanism, challenge).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The broker closed the connection.
+    #[error("connection closed by broker: {0}")]
+    ConnectionClosed(CloseReason),
+    /// The broker closed the channel (a soft error such as 404 or 406).
+    #[error("channel closed by broker: {0}")]
+    ChannelClosed(CloseReason),
+    /// The broker broke the protocol; the client closed the connection with this code.
+    #[error("protocol violation, connection closed with {code}: {text}")]
+    Protocol {
+        /// Reply code the client sent.
+        code: ReplyCode,
+        /// What was wrong.
+        text: String,
+    },
+    /// No frames arrived for two heartbeat intervals.
+    #[error("missed heartbeats: nothing received for {0:?}")]
+    MissedHeartbeats(Duration),
+    /// The connection or channel was closed by this client (by `close()` or by dropping it).
+    #[error("{0} was closed by the client")]
+    ClosedByClient(&'static str),
+    /// Publishing waited past its deadline while the broker had the connection blocked.
+    #[error("connection blocked by broker: {0}")]
+    Blocked(String),
+    /// An ack/nack/reject for a delivery received on a channel that has since closed. Nothing was sent.
+    #[error("delivery tag {0} belongs to a channel that is closed")]
+    StaleDelivery(u64),
+    /// The consumer was cancelled: by the broker (its queue was deleted) or by basic.cancel.
+    #[error("consumer {0} was cancelled")]
+    ConsumerCancelled(String),
+    /// Every channel number up to channel-max is in use.
+    #[error("no free channel: all {0} are open")]
+    ChannelsExhausted(u16),
+    /// A decode error in data handed to the client (not from the network).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Why the broker closed a connection or channel: `connection.close` / `channel.close` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reply code, e.g. 404 NOT_FOUND.
+    pub code: ReplyCode,
+    /// The broker's explanation.
+    pub text: String,
+    /// Class of the method that caused it (0 if none).
+    pub class_id: u16,
+    /// Method that caused it (0 if none).
+    pub method_id: u16,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)?;
+        if self.class_id != 0 {
+            let name = crate::spec::method_info(self.class_id, self.method_id)
+                .map(|i| i.name)
+                .unwrap_or("?");
+            write!(f, " (caused by {name})")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<connection::Close> for CloseReason {
+    fn from(c: connection::Close) -> CloseReason {
+        CloseReason {
+            code: c.reply_code,
+            text: c.reply_text.to_string(),
+            class_id: c.class_id,
+            method_id: c.method_id,
+        }
+    }
+}
+
+impl From<channel::Close> for CloseReason {
+    fn from(c: channel::Close) -> CloseReason {
+        CloseReason {
+            code: c.reply_code,
+            text: c.reply_text.to_string(),
+            class_id: c.class_id,
+            method_id: c.method_id,
+        }
+    }
+}
+
+impl Error {
+    /// The broker's (or, for protocol violations, our) reply code, if the error carries one.
+    pub fn reply_code(&self) -> Option<ReplyCode> {
+        match self {
+            Error::ConnectionClosed(r) | Error::ChannelClosed(r) => Some(r.code),
+            Error::Protocol { code, .. } => Some(*code),
+            Error::AuthenticationFailed(_) => Some(ReplyCode::ACCESS_REFUSED),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection this came from is gone (every handle on it will fail from now on).
+    pub fn is_connection_closed(&self) -> bool {
+        matches!(
+            self,
+            Error::Io(_)
+                | Error::ConnectionClosed(_)
+                | Error::Protocol { .. }
+                | Error::MissedHeartbeats(_)
+                | Error::ClosedByClient("connection")
+                | Error::AuthenticationFailed(_)
+                | Error::Handshake(_)
+                | Error::Connect { .. }
+        )
+    }
+
+    /// Whether retrying on a new connection may succeed: network failures, timeouts and broker-initiated
+    /// connection closes (320 CONNECTION_FORCED on restart, resource errors) are; bad credentials, bad
+    /// arguments, soft errors and client-initiated closes are not.
+    pub fn is_recoverable(&self) -> bool {
+        match self {
+            Error::Connect { .. }
+            | Error::Io(_)
+            | Error::Timeout { .. }
+            | Error::MissedHeartbeats(_) => true,
+            Error::Protocol { .. } => true,
+            Error::ConnectionClosed(r) => !matches!(
+                r.code,
+                ReplyCode::ACCESS_REFUSED | ReplyCode::NOT_ALLOWED | ReplyCode::INVALID_PATH
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a channel-level (soft) error that left the connection usable.
+    pub fn is_soft(&self) -> bool {
+        matches!(self, Error::ChannelClosed(r) if r.code.error_class() != Some(ErrorClass::Hard))
+    }
+
+    pub(crate) fn io(e: std::io::Error) -> Error {
+        Error::Io(Arc::new(e))
+    }
+}
+
+/// Shorthand for `Result<T, coney::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

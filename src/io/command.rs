@@ -1,0 +1,158 @@
+//! What handles ask the driver to do, and what they share with it.
+
+use std::sync::{
+    atomic::{AtomicBool, AtomicU16, Ordering},
+    Arc, OnceLock,
+};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    client::{Confirmation, Delivery, GetMessage},
+    codec::{FieldTable, ShortStr},
+    error::Error,
+    proto::Tuned,
+    spec::{basic, BasicProperties, Method},
+};
+
+/// A request from a handle to the driver. The driver handles them strictly in the order they were sent
+/// (per-channel order, P11).
+pub(crate) enum Command {
+    OpenChannel {
+        /// Answered with `RpcReply::Channel` on channel.open-ok.
+        reply: oneshot::Sender<Result<RpcReply, Error>>,
+    },
+    /// A synchronous method: sent when every earlier RPC on the channel has its answer.
+    Rpc {
+        channel: u16,
+        method: Method,
+        reply: oneshot::Sender<Result<RpcReply, Error>>,
+        /// For basic.consume: where deliveries go once consume-ok names the tag.
+        consumer: Option<ConsumerSink>,
+    },
+    /// A method nobody waits for (ack, nack, reject, no-wait declarations).
+    Send {
+        channel: u16,
+        /// The channel incarnation the method belongs to; a mismatch means it is stale and is dropped.
+        generation: u64,
+        method: Method,
+        /// For basic.consume with no-wait: registered at once under the client-chosen tag.
+        consumer: Option<ConsumerSink>,
+    },
+    Publish(Box<Publish>),
+    CloseChannel {
+        channel: u16,
+        generation: u64,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    Close {
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+}
+
+pub(crate) struct Publish {
+    pub channel: u16,
+    pub generation: u64,
+    pub publish: basic::Publish,
+    pub properties: BasicProperties,
+    pub body: Bytes,
+    /// Set in confirm mode: resolved when the broker acks, nacks or returns the message.
+    pub confirm: Option<ConfirmWaiter>,
+}
+
+pub(crate) struct ConfirmWaiter {
+    pub reply: oneshot::Sender<Result<Confirmation, Error>>,
+    /// A slot of the confirm window, given back when this resolves.
+    pub _permit: OwnedSemaphorePermit,
+}
+
+// Moved once per RPC; boxing the large variant would cost an allocation for every basic.get.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RpcReply {
+    Method(Method),
+    Get(Option<GetMessage>),
+    Channel(Arc<ChannelShared>),
+}
+
+/// Where a consumer's deliveries go.
+pub(crate) struct ConsumerSink {
+    pub tx: mpsc::Sender<Delivery>,
+    pub shared: Arc<ConsumerShared>,
+    pub no_ack: bool,
+}
+
+/// State a consumer shares with the driver: why it ended.
+#[derive(Default)]
+pub(crate) struct ConsumerShared {
+    pub tag: OnceLock<ShortStr>,
+    pub ended: OnceLock<Error>,
+}
+
+/// State the connection's handles share with the driver.
+pub(crate) struct ConnectionShared {
+    pub server_properties: FieldTable,
+    pub tuned: Tuned,
+    /// `Some(reason)` while the broker has the connection blocked.
+    pub blocked: watch::Sender<Option<String>>,
+    /// Why the connection ended, set once before the driver lets go of any waiter.
+    pub error: OnceLock<Error>,
+}
+
+impl ConnectionShared {
+    pub fn error(&self) -> Error {
+        self.error
+            .get()
+            .cloned()
+            .unwrap_or(Error::ClosedByClient("connection"))
+    }
+}
+
+/// State one channel's handles share with the driver.
+pub(crate) struct ChannelShared {
+    pub id: u16,
+    /// Distinguishes this incarnation of the channel id from earlier and later ones.
+    pub generation: u64,
+    pub closed: AtomicBool,
+    pub error: OnceLock<Error>,
+    /// `channel.flow`: false while the broker asked us to stop publishing.
+    pub flow: watch::Sender<bool>,
+    pub confirm_mode: AtomicBool,
+    /// Slots of the confirm window.
+    pub confirm_window: Arc<Semaphore>,
+    /// The last prefetch count set with basic.qos (sizes consumer buffers).
+    pub prefetch: AtomicU16,
+}
+
+impl ChannelShared {
+    pub fn new(id: u16, generation: u64, confirm_window: usize) -> ChannelShared {
+        ChannelShared {
+            id,
+            generation,
+            closed: AtomicBool::new(false),
+            error: OnceLock::new(),
+            flow: watch::channel(true).0,
+            confirm_mode: AtomicBool::new(false),
+            confirm_window: Arc::new(Semaphore::new(confirm_window)),
+            prefetch: AtomicU16::new(0),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the channel closed with `error` (the first cause wins).
+    pub fn close(&self, error: Error) {
+        let _ = self.error.set(error);
+        self.closed.store(true, Ordering::Release);
+        self.confirm_window.close();
+    }
+
+    pub fn error(&self) -> Error {
+        self.error
+            .get()
+            .cloned()
+            .unwrap_or(Error::ClosedByClient("channel"))
+    }
+}

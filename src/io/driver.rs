@@ -1,0 +1,799 @@
+//! The connection driver: the one task that owns the socket.
+//!
+//! It reads into one buffer and feeds [`proto::Connection`], routes the events to the waiters it keeps
+//! (RPC replies, confirms, consumers), takes commands from handles over a bounded queue, and writes
+//! everything queued in as few syscalls as it can (the write buffer is swapped, not copied, out of the
+//! state machine). It never runs user code and never waits on a user: a full consumer queue pauses reading
+//! from the socket (TCP backpressure) while commands, writes and heartbeats carry on.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use tracing::{debug, trace, warn};
+
+use crate::{
+    client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
+    codec::ShortStr,
+    error::{CloseReason, Error},
+    io::command::{
+        ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
+    },
+    proto::{self, ChannelCloseCause, ChannelIds, ConfirmTracker, ConnectionError, Content, Event},
+    spec::{basic, channel, Method, ReplyCode},
+};
+
+/// How many commands the driver takes in one go before it turns to the socket again.
+const COMMAND_BATCH: usize = 256;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// Above this many unwritten bytes the driver stops taking commands until the socket drains.
+const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
+
+struct PendingRpc {
+    method: Option<Method>,
+    responses: &'static [(u16, u16)],
+    reply: oneshot::Sender<Result<RpcReply, Error>>,
+    consumer: Option<ConsumerSink>,
+}
+
+struct ChannelSlot {
+    shared: Arc<ChannelShared>,
+    rpcs: VecDeque<PendingRpc>,
+    consumers: HashMap<ShortStr, ConsumerSink>,
+    confirms: Option<ConfirmTracker<ConfirmWaiter>>,
+    /// A basic.return in confirm mode, waiting for the ack that settles its publish.
+    pending_return: Option<ReturnedMessage>,
+    close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+}
+
+/// A delivery the driver could not hand over because the consumer's queue was full.
+struct Parked {
+    tx: mpsc::Sender<Delivery>,
+    delivery: Delivery,
+}
+
+pub(crate) struct Driver<R, W> {
+    reader: R,
+    writer: W,
+    proto: proto::Connection,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    commands: mpsc::Receiver<Command>,
+    /// Our own sender, for the ackers handed out with deliveries (weak, so it never keeps us alive).
+    command_tx: mpsc::WeakSender<Command>,
+    shared: Arc<ConnectionShared>,
+    channels: HashMap<u16, ChannelSlot>,
+    ids: ChannelIds,
+    next_generation: u64,
+    confirm_window: usize,
+    parked: Option<Parked>,
+    close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    closing_deadline: Option<Instant>,
+    close_timeout: Duration,
+    commands_closed: bool,
+}
+
+impl<R, W> Driver<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        reader: R,
+        writer: W,
+        proto: proto::Connection,
+        read_buf: BytesMut,
+        commands: mpsc::Receiver<Command>,
+        command_tx: mpsc::WeakSender<Command>,
+        shared: Arc<ConnectionShared>,
+        confirm_window: usize,
+        close_timeout: Duration,
+    ) -> Self {
+        let channel_max = shared.tuned.channel_max;
+        Driver {
+            reader,
+            writer,
+            proto,
+            read_buf,
+            write_buf: BytesMut::with_capacity(64 * 1024),
+            commands,
+            command_tx,
+            shared,
+            channels: HashMap::new(),
+            ids: ChannelIds::new(channel_max),
+            next_generation: 1,
+            confirm_window,
+            parked: None,
+            close_waiters: Vec::new(),
+            closing_deadline: None,
+            close_timeout,
+            commands_closed: false,
+        }
+    }
+
+    /// Runs until the connection ends, then fails every waiter with the reason.
+    pub(crate) async fn run(mut self) {
+        let result = self.run_loop().await;
+        let error = match result {
+            Ok(()) => Error::ClosedByClient("connection"),
+            Err(e) => e,
+        };
+        debug!(error = %error, "connection ended");
+        self.fail_all(error).await;
+    }
+
+    async fn run_loop(&mut self) -> Result<(), Error> {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
+                std::mem::swap(&mut self.write_buf, self.proto.transmit());
+            }
+            if self.proto.is_closed() && self.write_buf.is_empty() {
+                let _ = self.writer.shutdown().await;
+                return match self.shared.error.get() {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(()),
+                };
+            }
+            let deadline = match (self.proto.poll_timeout(), self.closing_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b.into_std())),
+                (a, b) => a.or(b.map(Instant::into_std)),
+            };
+            if let Some(d) = deadline {
+                let d = Instant::from_std(d);
+                if sleep.deadline() != d {
+                    sleep.as_mut().reset(d);
+                }
+            }
+            let take_commands = !self.commands_closed && self.write_buf.len() < MAX_PENDING_WRITE;
+            let paused = self.parked.is_some();
+            tokio::select! {
+                biased;
+                res = self.writer.write(&self.write_buf), if !self.write_buf.is_empty() => {
+                    let n = res.map_err(Error::io)?;
+                    if n == 0 {
+                        return Err(Error::io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    let _ = self.write_buf.split_to(n);
+                    if self.write_buf.is_empty() {
+                        self.write_buf.clear();
+                    }
+                    self.proto.on_transmit(std::time::Instant::now());
+                }
+                res = read_into(&mut self.reader, &mut self.read_buf), if !paused => {
+                    let n = res.map_err(Error::io)?;
+                    if n == 0 {
+                        return Err(Error::io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "broker closed the socket without connection.close",
+                        )));
+                    }
+                    let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
+                    self.dispatch_events()?;
+                    result.map_err(|e| self.connection_error(e))?;
+                }
+                permit = reserve(&self.parked), if paused => {
+                    let parked = self.parked.take().expect("paused means parked");
+                    match permit {
+                        Ok(permit) => drop(permit.send(parked.delivery)),
+                        Err(_) => self.consumer_gone(parked.delivery),
+                    }
+                    // Events decoded while paused are still queued in the state machine.
+                    self.dispatch_events()?;
+                }
+                cmd = self.commands.recv(), if take_commands => {
+                    match cmd {
+                        Some(cmd) => {
+                            self.handle_command(cmd);
+                            for _ in 1..COMMAND_BATCH {
+                                match self.commands.try_recv() {
+                                    Ok(cmd) => self.handle_command(cmd),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        None => {
+                            // Every handle is gone: close cleanly.
+                            self.commands_closed = true;
+                            self.start_close(ReplyCode::REPLY_SUCCESS, "all handles dropped");
+                        }
+                    }
+                }
+                () = &mut sleep, if deadline.is_some() => {
+                    let now = Instant::now();
+                    if self.closing_deadline.is_some_and(|d| d <= now) {
+                        return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
+                    }
+                    if let Err(e) = self.proto.handle_timeout(now.into_std(), paused) {
+                        return Err(self.connection_error(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn connection_error(&mut self, e: ConnectionError) -> Error {
+        let error = match e {
+            ConnectionError::Violation { code, text } => {
+                warn!(%code, %text, "closing connection: protocol violation by the broker");
+                Error::Protocol { code, text }
+            }
+            ConnectionError::ServerClosed(close) => {
+                let reason = CloseReason::from(close);
+                warn!(%reason, "connection closed by broker");
+                Error::ConnectionClosed(reason)
+            }
+            ConnectionError::HeartbeatTimeout(after) => {
+                warn!(?after, "missed heartbeats");
+                Error::MissedHeartbeats(after)
+            }
+            ConnectionError::Handshake(text) => Error::Handshake(text),
+        };
+        let _ = self.shared.error.set(error.clone());
+        error
+    }
+
+    fn start_close(&mut self, code: ReplyCode, text: &str) {
+        if self.closing_deadline.is_none() {
+            self.proto.close(code, text);
+            self.closing_deadline = Some(Instant::now() + self.close_timeout);
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        let closing = self.closing_deadline.is_some();
+        match cmd {
+            Command::OpenChannel { reply } => {
+                if closing {
+                    let _ = reply.send(Err(self.shared.error()));
+                    return;
+                }
+                let Some(id) = self.ids.allocate() else {
+                    let _ =
+                        reply.send(Err(Error::ChannelsExhausted(self.shared.tuned.channel_max)));
+                    return;
+                };
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                let shared = Arc::new(ChannelShared::new(id, generation, self.confirm_window));
+                debug!(channel = id, "opening channel");
+                self.proto.open_channel(id);
+                // The open-ok is routed like any RPC reply; the waiter converts it.
+                let mut slot = ChannelSlot {
+                    shared: shared.clone(),
+                    rpcs: VecDeque::new(),
+                    consumers: HashMap::new(),
+                    confirms: None,
+                    pending_return: None,
+                    close_waiters: Vec::new(),
+                };
+                slot.rpcs.push_back(PendingRpc {
+                    method: None,
+                    responses: crate::spec::method_info(
+                        channel::Open::CLASS_ID,
+                        channel::Open::METHOD_ID,
+                    )
+                    .map_or(&[], |i| i.responses),
+                    reply,
+                    consumer: None,
+                });
+                self.channels.insert(id, slot);
+            }
+            Command::Rpc {
+                channel,
+                method,
+                reply,
+                consumer,
+            } => {
+                let Some(slot) = self.usable_slot(channel) else {
+                    let _ = reply.send(Err(self.channel_error(channel)));
+                    return;
+                };
+                let responses = method.info().responses;
+                let idle = slot.rpcs.is_empty();
+                slot.rpcs.push_back(PendingRpc {
+                    method: Some(method),
+                    responses,
+                    reply,
+                    consumer,
+                });
+                if idle {
+                    self.send_next_rpc(channel);
+                }
+            }
+            Command::Send {
+                channel,
+                generation,
+                method,
+                consumer,
+            } => {
+                let Some(slot) = self.usable_slot(channel) else {
+                    return;
+                };
+                if slot.shared.generation != generation {
+                    debug!(
+                        channel,
+                        method = method.name(),
+                        "dropping a method for a closed channel incarnation"
+                    );
+                    return;
+                }
+                match (consumer, &method) {
+                    (Some(sink), Method::BasicConsume(consume)) => {
+                        let _ = sink.shared.tag.set(consume.consumer_tag.clone());
+                        slot.consumers.insert(consume.consumer_tag.clone(), sink);
+                    }
+                    (_, Method::BasicCancel(cancel)) => {
+                        if let Some(sink) = slot.consumers.remove(&cancel.consumer_tag) {
+                            let _ = sink.shared.ended.set(Error::ClosedByClient("consumer"));
+                        }
+                    }
+                    _ => {}
+                }
+                trace!(channel, method = method.name(), "send");
+                self.proto.send_method(channel, &method);
+            }
+            Command::Publish(publish) => self.publish(*publish),
+            Command::CloseChannel {
+                channel,
+                generation,
+                reply,
+            } => {
+                let usable = self.proto.channel_is_usable(channel);
+                match self.channels.get_mut(&channel) {
+                    Some(slot) if slot.shared.generation == generation => {
+                        if let Some(reply) = reply {
+                            slot.close_waiters.push(reply);
+                        }
+                        if usable {
+                            self.proto.close_channel(
+                                channel,
+                                ReplyCode::REPLY_SUCCESS,
+                                "closed by client",
+                            );
+                        }
+                    }
+                    _ => {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Command::Close { reply } => {
+                if let Some(reply) = reply {
+                    self.close_waiters.push(reply);
+                }
+                self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
+            }
+        }
+    }
+
+    fn usable_slot(&mut self, channel: u16) -> Option<&mut ChannelSlot> {
+        if !self.proto.channel_is_usable(channel) || self.closing_deadline.is_some() {
+            return None;
+        }
+        self.channels.get_mut(&channel)
+    }
+
+    fn channel_error(&self, channel: u16) -> Error {
+        if self.closing_deadline.is_some() {
+            return self.shared.error();
+        }
+        match self.channels.get(&channel) {
+            Some(slot) => slot.shared.error(),
+            None => Error::ClosedByClient("channel"),
+        }
+    }
+
+    fn publish(&mut self, p: Publish) {
+        let usable = self.proto.channel_is_usable(p.channel) && self.closing_deadline.is_none();
+        let slot = match self.channels.get_mut(&p.channel) {
+            Some(slot) if usable && slot.shared.generation == p.generation => slot,
+            _ => {
+                let error = self.channel_error(p.channel);
+                if let Some(waiter) = p.confirm {
+                    let _ = waiter.reply.send(Err(error));
+                }
+                return;
+            }
+        };
+        match (p.confirm, slot.confirms.as_mut()) {
+            (Some(waiter), Some(tracker)) => {
+                tracker.publish(waiter);
+            }
+            (Some(waiter), None) => {
+                let _ = waiter.reply.send(Ok(Confirmation::NotRequested));
+            }
+            (None, _) => {}
+        }
+        self.proto
+            .send_publish(p.channel, &p.publish, &p.properties, &p.body);
+    }
+
+    fn send_next_rpc(&mut self, channel: u16) {
+        let Some(slot) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(head) = slot.rpcs.front_mut() else {
+            return;
+        };
+        let Some(method) = head.method.take() else {
+            return;
+        };
+        if let Method::ConfirmSelect(_) = method {
+            // The broker numbers publishes from the first one after confirm.select, so start counting now.
+            if slot.confirms.is_none() {
+                slot.confirms = Some(ConfirmTracker::new());
+            }
+            slot.shared.confirm_mode.store(true, Ordering::Release);
+        }
+        trace!(channel, method = method.name(), "rpc");
+        self.proto.send_method(channel, &method);
+    }
+
+    fn dispatch_events(&mut self) -> Result<(), Error> {
+        while self.parked.is_none() {
+            let Some(event) = self.proto.poll_event() else {
+                break;
+            };
+            self.handle_event(event)?;
+        }
+        Ok(())
+    }
+
+    fn handle_event(&mut self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Opened { .. } => {}
+            Event::Closed => {
+                for w in self.close_waiters.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Event::Blocked(reason) => {
+                warn!(%reason, "connection blocked by broker");
+                self.shared.blocked.send_replace(Some(reason.to_string()));
+            }
+            Event::Unblocked => {
+                debug!("connection unblocked");
+                self.shared.blocked.send_replace(None);
+            }
+            Event::ChannelClosed { channel, cause } => self.channel_closed(channel, cause),
+            Event::Method { channel, method } => self.handle_method(channel, method)?,
+            Event::Content { channel, content } => self.handle_content(channel, content)?,
+        }
+        Ok(())
+    }
+
+    fn channel_closed(&mut self, channel: u16, cause: ChannelCloseCause) {
+        self.ids.release(channel);
+        let Some(mut slot) = self.channels.remove(&channel) else {
+            return;
+        };
+        let error = match cause {
+            ChannelCloseCause::Server(close) => {
+                let reason = CloseReason::from(close);
+                warn!(channel, %reason, "channel closed by broker");
+                Error::ChannelClosed(reason)
+            }
+            ChannelCloseCause::Client { code, text } if code == ReplyCode::REPLY_SUCCESS => {
+                debug!(channel, %text, "channel closed");
+                Error::ClosedByClient("channel")
+            }
+            ChannelCloseCause::Client { code, text } => {
+                warn!(channel, %code, %text, "channel closed by client after an error");
+                Error::ChannelClosed(CloseReason {
+                    code,
+                    text,
+                    class_id: 0,
+                    method_id: 0,
+                })
+            }
+        };
+        slot.shared.close(error.clone());
+        for w in slot.close_waiters.drain(..) {
+            let _ = w.send(Ok(()));
+        }
+        fail_slot(&mut slot, &error);
+    }
+
+    fn handle_method(&mut self, channel: u16, method: Method) -> Result<(), Error> {
+        let Some(slot) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        match method {
+            Method::BasicAck(ack) => {
+                self.settle(channel, ack.delivery_tag, ack.multiple, true);
+                return Ok(());
+            }
+            Method::BasicNack(nack) => {
+                self.settle(channel, nack.delivery_tag, nack.multiple, false);
+                return Ok(());
+            }
+            Method::BasicCancel(cancel) => {
+                // consumer_cancel_notify: the queue went away (or the broker cancelled us for another reason).
+                if let Some(sink) = slot.consumers.remove(&cancel.consumer_tag) {
+                    warn!(channel, tag = %cancel.consumer_tag, "consumer cancelled by broker");
+                    let _ = sink
+                        .shared
+                        .ended
+                        .set(Error::ConsumerCancelled(cancel.consumer_tag.to_string()));
+                }
+                return Ok(());
+            }
+            Method::ChannelFlow(flow) => {
+                debug!(channel, active = flow.active, "channel.flow");
+                slot.shared.flow.send_replace(flow.active);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let id = (method.class_id(), method.method_id());
+        let matches_head = slot
+            .rpcs
+            .front()
+            .is_some_and(|head| head.method.is_none() && head.responses.contains(&id));
+        if !matches_head {
+            let text = format!("unexpected {} on channel {channel}", method.name());
+            let error = Error::Protocol {
+                code: ReplyCode::COMMAND_INVALID,
+                text: text.clone(),
+            };
+            self.proto.close(ReplyCode::COMMAND_INVALID, &text);
+            let _ = self.shared.error.set(error.clone());
+            return Err(error);
+        }
+        let head = slot.rpcs.pop_front().expect("matched");
+        let reply = match method {
+            Method::ChannelOpenOk(_) => RpcReply::Channel(slot.shared.clone()),
+            Method::BasicConsumeOk(ok) => {
+                if let Some(sink) = head.consumer {
+                    let _ = sink.shared.tag.set(ok.consumer_tag.clone());
+                    slot.consumers.insert(ok.consumer_tag.clone(), sink);
+                }
+                RpcReply::Method(ok.into())
+            }
+            Method::BasicCancelOk(ok) => {
+                if let Some(sink) = slot.consumers.remove(&ok.consumer_tag) {
+                    let _ = sink.shared.ended.set(Error::ClosedByClient("consumer"));
+                }
+                RpcReply::Method(ok.into())
+            }
+            Method::BasicGetEmpty(_) => RpcReply::Get(None),
+            other => RpcReply::Method(other),
+        };
+        let _ = head.reply.send(Ok(reply));
+        self.send_next_rpc(channel);
+        Ok(())
+    }
+
+    fn settle(&mut self, channel: u16, tag: u64, multiple: bool, ack: bool) {
+        let Some(slot) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(tracker) = slot.confirms.as_mut() else {
+            warn!(
+                channel,
+                tag, "broker sent a confirm on a channel not in confirm mode; ignored"
+            );
+            return;
+        };
+        let settled = match tracker.settle(tag, multiple) {
+            Ok(s) => s,
+            Err(tag) => {
+                warn!(
+                    channel,
+                    tag, "broker confirmed a publish that was never made; ignored"
+                );
+                return;
+            }
+        };
+        let mut returned = slot.pending_return.take();
+        for (seq, waiter) in settled {
+            // RabbitMQ sends basic.return for an unroutable mandatory message just before the ack for it,
+            // and acks such messages at once, so the return belongs to the publish the ack names.
+            let outcome = match returned.take_if(|_| seq == tag) {
+                Some(message) => Confirmation::Returned(Box::new(message)),
+                None if ack => Confirmation::Ack,
+                None => Confirmation::Nack,
+            };
+            let _ = waiter.reply.send(Ok(outcome));
+        }
+        if returned.is_some() {
+            slot.pending_return = returned;
+        }
+    }
+
+    fn handle_content(&mut self, channel: u16, content: Content) -> Result<(), Error> {
+        let Some(slot) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
+        let Content {
+            method,
+            header,
+            body,
+        } = content;
+        match method {
+            Method::BasicDeliver(deliver) => {
+                let Some(sink) = slot.consumers.get(&deliver.consumer_tag) else {
+                    warn!(channel, tag = %deliver.consumer_tag, "delivery for an unknown consumer; requeued");
+                    let reject = basic::Reject {
+                        delivery_tag: deliver.delivery_tag,
+                        requeue: true,
+                    };
+                    self.proto.send_method(channel, &reject.into());
+                    return Ok(());
+                };
+                let delivery = Delivery::new(
+                    deliver,
+                    header.properties,
+                    body,
+                    DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
+                );
+                match sink.tx.try_send(delivery) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(delivery)) => {
+                        trace!(channel, "consumer queue full; pausing reads");
+                        self.parked = Some(Parked {
+                            tx: sink.tx.clone(),
+                            delivery,
+                        });
+                    }
+                    Err(mpsc::error::TrySendError::Closed(delivery)) => {
+                        self.consumer_gone(delivery)
+                    }
+                }
+            }
+            Method::BasicReturn(ret) => {
+                let message = ReturnedMessage {
+                    reply_code: ret.reply_code,
+                    reply_text: ret.reply_text.to_string(),
+                    exchange: ret.exchange,
+                    routing_key: ret.routing_key,
+                    properties: header.properties,
+                    body,
+                };
+                if slot.confirms.is_some() {
+                    slot.pending_return = Some(message);
+                } else {
+                    warn!(channel, code = %message.reply_code, "message returned by broker (publish without confirms)");
+                }
+            }
+            Method::BasicGetOk(ok) => {
+                let is_get = slot
+                    .rpcs
+                    .front()
+                    .is_some_and(|h| h.method.is_none() && h.responses.contains(&(60, 71)));
+                if !is_get {
+                    let text = format!("unexpected basic.get-ok on channel {channel}");
+                    self.proto.close(ReplyCode::COMMAND_INVALID, &text);
+                    let error = Error::Protocol {
+                        code: ReplyCode::COMMAND_INVALID,
+                        text,
+                    };
+                    let _ = self.shared.error.set(error.clone());
+                    return Err(error);
+                }
+                let head = slot.rpcs.pop_front().expect("checked");
+                let message = GetMessage::new(
+                    ok,
+                    header.properties,
+                    body,
+                    DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), false),
+                );
+                let _ = head.reply.send(Ok(RpcReply::Get(Some(message))));
+                self.send_next_rpc(channel);
+            }
+            other => warn!(
+                channel,
+                method = other.name(),
+                "unexpected content; ignored"
+            ),
+        }
+        Ok(())
+    }
+
+    /// A delivery whose consumer was dropped: give it back to the queue unless it was auto-acked.
+    fn consumer_gone(&mut self, delivery: Delivery) {
+        if !delivery.acker().no_ack() {
+            let channel = delivery.acker().channel_id();
+            if self.proto.channel_is_usable(channel) {
+                let reject = basic::Reject {
+                    delivery_tag: delivery.delivery_tag(),
+                    requeue: true,
+                };
+                self.proto.send_method(channel, &reject.into());
+            }
+        }
+    }
+
+    async fn fail_all(&mut self, error: Error) {
+        let _ = self.shared.error.set(error.clone());
+        self.commands.close();
+        for (_, mut slot) in self.channels.drain() {
+            slot.shared.close(error.clone());
+            for w in slot.close_waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            fail_slot(&mut slot, &error);
+        }
+        for w in self.close_waiters.drain(..) {
+            let result = match &error {
+                Error::ClosedByClient(_) => Ok(()),
+                e => Err(e.clone()),
+            };
+            let _ = w.send(result);
+        }
+        // Commands that were queued before we closed the queue: answer them too.
+        while let Ok(cmd) = self.commands.try_recv() {
+            fail_command(cmd, &error);
+        }
+    }
+}
+
+fn fail_slot(slot: &mut ChannelSlot, error: &Error) {
+    for rpc in slot.rpcs.drain(..) {
+        let _ = rpc.reply.send(Err(error.clone()));
+    }
+    for (_, sink) in slot.consumers.drain() {
+        let _ = sink.shared.ended.set(error.clone());
+    }
+    if let Some(tracker) = slot.confirms.as_mut() {
+        for (_, waiter) in tracker.drain() {
+            let _ = waiter.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+fn fail_command(cmd: Command, error: &Error) {
+    match cmd {
+        Command::OpenChannel { reply } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Command::Rpc { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Command::Publish(p) => {
+            if let Some(w) = p.confirm {
+                let _ = w.reply.send(Err(error.clone()));
+            }
+        }
+        Command::CloseChannel {
+            reply: Some(reply), ..
+        }
+        | Command::Close { reply: Some(reply) } => {
+            let _ = reply.send(Ok(()));
+        }
+        _ => {}
+    }
+}
+
+async fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    reader.read_buf(buf).await
+}
+
+async fn reserve(
+    parked: &Option<Parked>,
+) -> Result<mpsc::OwnedPermit<Delivery>, mpsc::error::SendError<()>> {
+    match parked {
+        Some(p) => p.tx.clone().reserve_owned().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,768 @@
+//! The connection state machine: handshake, channel states, content assembly, heartbeats, close.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{
+    codec::{FieldTable, ShortStr},
+    frame::{self, ContentHeader, Frame, FrameDecoder, FrameError},
+    proto::{
+        content::{Content, ContentError, PartialContent},
+        handshake::{self, Mechanism, TunePreferences, Tuned},
+    },
+    spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
+};
+
+/// What the handshake needs to know.
+#[derive(Clone)]
+pub struct HandshakeParams {
+    /// SASL mechanism.
+    pub mechanism: Mechanism,
+    /// User name.
+    pub username: String,
+    /// Password (a secret: never logged).
+    pub password: String,
+    /// Virtual host to open.
+    pub vhost: String,
+    /// Locale for `start-ok`.
+    pub locale: String,
+    /// Shown in the management UI.
+    pub connection_name: Option<String>,
+    /// The client's side of tuning.
+    pub tune: TunePreferences,
+    /// Largest message body accepted; larger content closes its channel with 311.
+    pub max_message_size: u64,
+}
+
+impl std::fmt::Debug for HandshakeParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandshakeParams")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("vhost", &self.vhost)
+            .field("tune", &self.tune)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the driver must act on.
+///
+/// `Content` is large (properties inline); events are moved once, from the state machine to the driver.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Event {
+    /// The handshake completed.
+    Opened {
+        /// The server's `server-properties`.
+        server_properties: FieldTable,
+        /// Negotiated limits.
+        tuned: Tuned,
+    },
+    /// A method without content for the driver to route: RPC responses, acks/nacks, cancels, flow.
+    Method {
+        /// Channel.
+        channel: u16,
+        /// The method.
+        method: Method,
+    },
+    /// A complete deliver, return or get-ok.
+    Content {
+        /// Channel.
+        channel: u16,
+        /// Method, header and body.
+        content: Content,
+    },
+    /// A channel is closed and its id free.
+    ChannelClosed {
+        /// Channel.
+        channel: u16,
+        /// Why.
+        cause: ChannelCloseCause,
+    },
+    /// `connection.blocked`: publishing should pause.
+    Blocked(ShortStr),
+    /// `connection.unblocked`.
+    Unblocked,
+    /// Our `connection.close` was acknowledged; the socket may be closed.
+    Closed,
+}
+
+/// Why a channel closed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelCloseCause {
+    /// The server closed it (a soft error, usually).
+    Server(channel::Close),
+    /// We closed it, with this code and text (200 for a normal close).
+    Client {
+        /// Reply code sent.
+        code: ReplyCode,
+        /// Reply text sent.
+        text: String,
+    },
+}
+
+/// Why the connection cannot go on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectionError {
+    /// The peer broke the protocol; we sent `connection.close` with this code.
+    #[error("protocol violation ({code}): {text}")]
+    Violation {
+        /// Code sent in connection.close.
+        code: ReplyCode,
+        /// Text sent.
+        text: String,
+    },
+    /// The server sent `connection.close` (we answered close-ok).
+    #[error("connection closed by server: {} {}", .0.reply_code, .0.reply_text)]
+    ServerClosed(connection::Close),
+    /// Nothing heard from the server for two heartbeat intervals.
+    #[error("no frames from the server for {0:?} (two heartbeat intervals)")]
+    HeartbeatTimeout(Duration),
+    /// The server's offer cannot be accepted (version, mechanism).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl ConnectionError {
+    fn violation(code: ReplyCode, text: impl Into<String>) -> ConnectionError {
+        ConnectionError::Violation {
+            code,
+            text: text.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitStart,
+    AwaitTune,
+    AwaitOpenOk,
+    Open,
+    /// We sent connection.close; only close/close-ok matter now.
+    Closing,
+    Closed,
+}
+
+#[derive(Debug)]
+struct ChannelState {
+    closing: Option<ChannelCloseCause>,
+    /// A server close received while our own close was in flight.
+    server_close: Option<channel::Close>,
+    content: Option<PartialContent>,
+}
+
+/// A client connection as a value: frames in, frames and events out, time passed in.
+///
+/// The driver feeds it bytes ([`Connection::handle_input`]) and timeouts ([`Connection::handle_timeout`]),
+/// writes what [`Connection::transmit`] holds, and acts on [`Connection::poll_event`]. It answers the
+/// parts of the protocol that need no decision from a user by itself: the handshake, heartbeats,
+/// `close-ok`s, `flow-ok`.
+#[derive(Debug)]
+pub struct Connection {
+    state: State,
+    params: HandshakeParams,
+    decoder: FrameDecoder,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    channels: HashMap<u16, ChannelState>,
+    tuned: Option<Tuned>,
+    server_properties: FieldTable,
+    last_read: Instant,
+    last_write: Instant,
+}
+
+impl Connection {
+    /// A connection about to start: the protocol header is already queued for transmission.
+    pub fn new(params: HandshakeParams, now: Instant) -> Connection {
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        out.extend_from_slice(&spec::PROTOCOL_HEADER);
+        Connection {
+            state: State::AwaitStart,
+            params,
+            decoder: FrameDecoder::default(),
+            out,
+            events: VecDeque::new(),
+            channels: HashMap::new(),
+            tuned: None,
+            server_properties: FieldTable::new(),
+            last_read: now,
+            last_write: now,
+        }
+    }
+
+    /// Negotiated limits, once tuned.
+    pub fn tuned(&self) -> Option<Tuned> {
+        self.tuned
+    }
+
+    /// Whether the handshake has completed and no close has started.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether `connection.close-ok` has been exchanged.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The largest body slice one frame may carry.
+    pub fn max_body_frame(&self) -> usize {
+        match self
+            .tuned
+            .map(|t| t.frame_max)
+            .unwrap_or(spec::FRAME_MIN_SIZE)
+        {
+            // "No limit" was negotiated: any size is allowed, so pick one that keeps frames interleavable.
+            0 => 128 * 1024 - frame::FRAME_OVERHEAD,
+            n => n as usize - frame::FRAME_OVERHEAD,
+        }
+    }
+
+    /// Bytes waiting to be written. The driver writes them and then calls [`Connection::on_transmit`].
+    pub fn transmit(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Records that bytes were written at `now` (for the heartbeat send timer).
+    pub fn on_transmit(&mut self, now: Instant) {
+        self.last_write = now;
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Decodes and handles every complete frame in `buf`.
+    pub fn handle_input(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<(), ConnectionError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.last_read = now;
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => self.handle_frame(frame)?,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail_frame(e)),
+            }
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] next needs calling, if heartbeats are on.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let interval = self.heartbeat()?;
+        Some((self.last_write + interval / 2).min(self.last_read + interval * 2))
+    }
+
+    /// Sends a heartbeat after half an interval of write silence; fails after two intervals of read
+    /// silence. With `reading_paused` (the driver has stopped reading to apply backpressure), silence is
+    /// ours, not the server's, and is not held against it.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        reading_paused: bool,
+    ) -> Result<(), ConnectionError> {
+        let Some(interval) = self.heartbeat() else {
+            return Ok(());
+        };
+        if reading_paused {
+            self.last_read = now;
+        }
+        if now.saturating_duration_since(self.last_read) >= interval * 2 {
+            return Err(ConnectionError::HeartbeatTimeout(interval * 2));
+        }
+        if now.saturating_duration_since(self.last_write) >= interval / 2 && self.out.is_empty() {
+            frame::encode_heartbeat(&mut self.out);
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&self) -> Option<Duration> {
+        match self.tuned {
+            Some(t) if t.heartbeat > 0 && matches!(self.state, State::Open | State::Closing) => {
+                Some(Duration::from_secs(t.heartbeat.into()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Starts opening channel `id` (the driver allocated it): sends `channel.open`.
+    pub fn open_channel(&mut self, id: u16) {
+        self.channels.insert(
+            id,
+            ChannelState {
+                closing: None,
+                server_close: None,
+                content: None,
+            },
+        );
+        self.send_method(id, &channel::Open.into());
+    }
+
+    /// Whether channel `id` is open and not closing.
+    pub fn channel_is_usable(&self, id: u16) -> bool {
+        self.state == State::Open && self.channels.get(&id).is_some_and(|c| c.closing.is_none())
+    }
+
+    /// Starts closing channel `id` with `code`: sends `channel.close`; every later frame on the channel is
+    /// discarded until `close-ok`, then [`Event::ChannelClosed`] follows.
+    pub fn close_channel(&mut self, id: u16, code: ReplyCode, text: &str) {
+        let Some(state) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if state.closing.is_some() {
+            return;
+        }
+        state.closing = Some(ChannelCloseCause::Client {
+            code,
+            text: text.to_string(),
+        });
+        state.content = None;
+        let close = channel::Close {
+            reply_code: code,
+            reply_text: short(text),
+            class_id: 0,
+            method_id: 0,
+        };
+        self.send_method(id, &close.into());
+    }
+
+    /// Starts closing the connection: sends `connection.close`. [`Event::Closed`] follows `close-ok`.
+    pub fn close(&mut self, code: ReplyCode, text: &str) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        let close = connection::Close {
+            reply_code: code,
+            reply_text: short(text),
+            class_id: 0,
+            method_id: 0,
+        };
+        self.send_method(0, &close.into());
+        self.state = State::Closing;
+    }
+
+    /// Queues a method frame.
+    pub fn send_method(&mut self, channel: u16, method: &Method) {
+        frame::encode_method(&mut self.out, channel, method);
+    }
+
+    /// Queues a content-carrying method with its header and body, split into frames of the negotiated size.
+    pub fn send_content(
+        &mut self,
+        channel: u16,
+        method: &Method,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
+        frame::encode_method(&mut self.out, channel, method);
+        let header = ContentHeader {
+            class_id: method.class_id(),
+            body_size: body.len() as u64,
+            properties: properties.clone(),
+        };
+        frame::encode_content_header(&mut self.out, channel, &header);
+        for chunk in body.chunks(self.max_body_frame()) {
+            frame::encode_body(&mut self.out, channel, chunk);
+        }
+    }
+
+    /// Like [`Connection::send_content`] for `basic.publish`, without building a `Method` or cloning the
+    /// properties: the hot path.
+    pub fn send_publish(
+        &mut self,
+        channel: u16,
+        publish: &basic::Publish,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
+        let max = self.max_body_frame();
+        self.out
+            .reserve(64 + body.len() + (body.len() / max + 1) * frame::FRAME_OVERHEAD);
+        let start = self.out.len();
+        // Method frame, written by hand to avoid moving the struct into a `Method`.
+        self.out.extend_from_slice(&[spec::FRAME_METHOD]);
+        self.out.extend_from_slice(&channel.to_be_bytes());
+        let size_at = self.out.len();
+        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        self.out
+            .extend_from_slice(&basic::Publish::CLASS_ID.to_be_bytes());
+        self.out
+            .extend_from_slice(&basic::Publish::METHOD_ID.to_be_bytes());
+        publish.encode(&mut self.out);
+        let size = (self.out.len() - size_at - 4) as u32;
+        self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+        self.out.extend_from_slice(&[spec::FRAME_END]);
+        debug_assert!(self.out.len() > start);
+        // Header frame.
+        self.out.extend_from_slice(&[spec::FRAME_HEADER]);
+        self.out.extend_from_slice(&channel.to_be_bytes());
+        let size_at = self.out.len();
+        self.out.extend_from_slice(&[0, 0, 0, 0]);
+        self.out.extend_from_slice(&basic::CLASS_ID.to_be_bytes());
+        self.out.extend_from_slice(&[0, 0]);
+        self.out
+            .extend_from_slice(&(body.len() as u64).to_be_bytes());
+        properties.encode(&mut self.out);
+        let size = (self.out.len() - size_at - 4) as u32;
+        self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+        self.out.extend_from_slice(&[spec::FRAME_END]);
+        for chunk in body.chunks(max) {
+            frame::encode_body(&mut self.out, channel, chunk);
+        }
+    }
+
+    fn fail_frame(&mut self, e: FrameError) -> ConnectionError {
+        let err = ConnectionError::violation(e.reply_code(), e.to_string());
+        self.fail(&err);
+        err
+    }
+
+    /// Sends connection.close for a violation we detected (if the handshake got far enough for the peer to
+    /// understand one).
+    fn fail(&mut self, err: &ConnectionError) {
+        if let ConnectionError::Violation { code, text } = err {
+            if !matches!(
+                self.state,
+                State::Closing | State::Closed | State::AwaitStart
+            ) {
+                self.close(*code, text);
+            }
+        }
+    }
+
+    fn violation(&mut self, code: ReplyCode, text: impl Into<String>) -> ConnectionError {
+        let err = ConnectionError::violation(code, text);
+        self.fail(&err);
+        err
+    }
+
+    /// Handles one decoded frame.
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        match frame {
+            Frame::Heartbeat => Ok(()),
+            Frame::Method { channel: 0, method } => self.handle_connection_method(method),
+            Frame::Method { channel, method } => self.handle_channel_method(channel, method),
+            // spec (4.2.3): channel 0 is for connection methods and heartbeats only.
+            Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
+                Err(self.violation(ReplyCode::CHANNEL_ERROR, "content frame on channel 0"))
+            }
+            Frame::Header { channel, header } => self.handle_header(channel, header),
+            Frame::Body { channel, payload } => self.handle_body(channel, payload),
+        }
+    }
+
+    fn handle_connection_method(&mut self, method: Method) -> Result<(), ConnectionError> {
+        match (self.state, method) {
+            (_, Method::ConnectionClose(close)) => {
+                // spec: "After sending close-ok the peer closes the socket"; answering is always allowed.
+                self.send_method(0, &connection::CloseOk.into());
+                self.state = State::Closed;
+                Err(ConnectionError::ServerClosed(close))
+            }
+            (State::Closing, Method::ConnectionCloseOk(_)) => {
+                self.state = State::Closed;
+                self.events.push_back(Event::Closed);
+                Ok(())
+            }
+            (State::Closing | State::Closed, _) => Ok(()),
+            (State::AwaitStart, Method::ConnectionStart(start)) => self.on_start(start),
+            (State::AwaitTune, Method::ConnectionTune(tune)) => self.on_tune(tune),
+            (State::AwaitTune, Method::ConnectionSecure(_)) => {
+                Err(ConnectionError::Handshake(format!(
+                    "server sent a SASL challenge, which mechanism {} does not use",
+                    self.params.mechanism.name()
+                )))
+            }
+            (State::AwaitOpenOk, Method::ConnectionOpenOk(_)) => {
+                self.state = State::Open;
+                let tuned = self.tuned.expect("tuned before open");
+                let server_properties = std::mem::take(&mut self.server_properties);
+                self.events.push_back(Event::Opened {
+                    server_properties,
+                    tuned,
+                });
+                Ok(())
+            }
+            (State::Open, Method::ConnectionBlocked(b)) => {
+                self.events.push_back(Event::Blocked(b.reason));
+                Ok(())
+            }
+            (State::Open, Method::ConnectionUnblocked(_)) => {
+                self.events.push_back(Event::Unblocked);
+                Ok(())
+            }
+            (State::Open, Method::ConnectionUpdateSecretOk(_)) => {
+                self.events.push_back(Event::Method {
+                    channel: 0,
+                    method: connection::UpdateSecretOk.into(),
+                });
+                Ok(())
+            }
+            (_, method) if method.class_id() != connection::CLASS_ID => Err(self.violation(
+                ReplyCode::COMMAND_INVALID,
+                format!("{} on channel 0", method.name()),
+            )),
+            (state, method) => Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("{} while {state:?}", method.name()),
+            )),
+        }
+    }
+
+    fn on_start(&mut self, start: connection::Start) -> Result<(), ConnectionError> {
+        if (start.version_major, start.version_minor) != (0, 9) {
+            return Err(ConnectionError::Handshake(format!(
+                "server speaks AMQP {}-{}, not 0-9-1",
+                start.version_major, start.version_minor
+            )));
+        }
+        let wanted = self.params.mechanism.name();
+        let offered = String::from_utf8_lossy(start.mechanisms.as_bytes()).into_owned();
+        if !offered.split(' ').any(|m| m == wanted) {
+            return Err(ConnectionError::Handshake(format!(
+                "server does not offer SASL mechanism {wanted} (it offers: {offered})"
+            )));
+        }
+        let start_ok = connection::StartOk {
+            client_properties: handshake::client_properties(self.params.connection_name.as_deref()),
+            mechanism: ShortStr::from_static(self.params.mechanism.name()),
+            response: self
+                .params
+                .mechanism
+                .response(&self.params.username, &self.params.password),
+            locale: short(&self.params.locale),
+        };
+        self.send_method(0, &start_ok.into());
+        self.state = State::AwaitTune;
+        self.server_properties = start.server_properties;
+        Ok(())
+    }
+
+    fn on_tune(&mut self, tune: connection::Tune) -> Result<(), ConnectionError> {
+        let server = Tuned {
+            channel_max: tune.channel_max,
+            frame_max: tune.frame_max,
+            heartbeat: tune.heartbeat,
+        };
+        let tuned = handshake::negotiate(server, self.params.tune);
+        self.send_method(
+            0,
+            &connection::TuneOk {
+                channel_max: tuned.channel_max,
+                frame_max: tuned.frame_max,
+                heartbeat: tuned.heartbeat,
+            }
+            .into(),
+        );
+        // Inbound limit: the negotiated frame-max, or with "no limit" a cap derived from the message limit,
+        // so a peer can never make us buffer more than one maximal message per frame.
+        let inbound = match tuned.frame_max {
+            0 => u32::try_from(
+                self.params
+                    .max_message_size
+                    .saturating_add(frame::FRAME_OVERHEAD as u64),
+            )
+            .unwrap_or(u32::MAX),
+            n => n,
+        };
+        self.decoder.set_max_frame_size(inbound);
+        self.tuned = Some(tuned);
+        self.send_method(
+            0,
+            &connection::Open {
+                virtual_host: short(&self.params.vhost),
+            }
+            .into(),
+        );
+        self.state = State::AwaitOpenOk;
+        Ok(())
+    }
+
+    fn channel_state(&mut self, channel: u16) -> Result<&mut ChannelState, ConnectionError> {
+        if !self.channels.contains_key(&channel) {
+            return Err(self.violation(
+                ReplyCode::CHANNEL_ERROR,
+                format!("frame on unopened channel {channel}"),
+            ));
+        }
+        Ok(self.channels.get_mut(&channel).expect("checked"))
+    }
+
+    fn handle_channel_method(
+        &mut self,
+        channel: u16,
+        method: Method,
+    ) -> Result<(), ConnectionError> {
+        if self.state != State::Open {
+            if matches!(self.state, State::Closing | State::Closed) {
+                return Ok(());
+            }
+            return Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("{} before open-ok", method.name()),
+            ));
+        }
+        if method.class_id() == connection::CLASS_ID {
+            return Err(self.violation(
+                ReplyCode::COMMAND_INVALID,
+                format!("{} on channel {channel}", method.name()),
+            ));
+        }
+        if !method.info().server_sends {
+            return Err(self.violation(
+                ReplyCode::COMMAND_INVALID,
+                format!("{} is never sent by a server", method.name()),
+            ));
+        }
+        let state = self.channel_state(channel)?;
+        if let Some(cause) = state.closing.clone() {
+            // spec (channel.close): "After sending this method, any received methods except Close and
+            // Close-OK MUST be discarded."
+            match method {
+                Method::ChannelClose(close) => {
+                    state.server_close = Some(close);
+                    self.send_method(channel, &channel::CloseOk.into());
+                }
+                Method::ChannelCloseOk(_) => {
+                    let state = self.channels.remove(&channel).expect("present");
+                    let cause = match state.server_close {
+                        Some(close) => ChannelCloseCause::Server(close),
+                        None => cause,
+                    };
+                    self.events
+                        .push_back(Event::ChannelClosed { channel, cause });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        if state.content.is_some() {
+            return Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!(
+                    "{} while content was expected on channel {channel}",
+                    method.name()
+                ),
+            ));
+        }
+        match method {
+            Method::ChannelClose(close) => {
+                self.channels.remove(&channel);
+                self.send_method(channel, &channel::CloseOk.into());
+                self.events.push_back(Event::ChannelClosed {
+                    channel,
+                    cause: ChannelCloseCause::Server(close),
+                });
+            }
+            Method::ChannelFlow(flow) => {
+                self.send_method(
+                    channel,
+                    &channel::FlowOk {
+                        active: flow.active,
+                    }
+                    .into(),
+                );
+                self.events.push_back(Event::Method {
+                    channel,
+                    method: flow.into(),
+                });
+            }
+            m if m.info().content => state.content = Some(PartialContent::new(m)),
+            method => self.events.push_back(Event::Method { channel, method }),
+        }
+        Ok(())
+    }
+
+    fn handle_header(
+        &mut self,
+        channel: u16,
+        header: ContentHeader,
+    ) -> Result<(), ConnectionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        let max = self.params.max_message_size;
+        let state = self.channel_state(channel)?;
+        if state.closing.is_some() {
+            return Ok(());
+        }
+        let Some(partial) = state.content.take() else {
+            return Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("content header without a method on channel {channel}"),
+            ));
+        };
+        let result = partial.header(header, max);
+        self.after_content(channel, result)
+    }
+
+    fn handle_body(&mut self, channel: u16, payload: Bytes) -> Result<(), ConnectionError> {
+        if self.state != State::Open {
+            return Ok(());
+        }
+        let state = self.channel_state(channel)?;
+        if state.closing.is_some() {
+            return Ok(());
+        }
+        let Some(partial) = state.content.take() else {
+            return Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("content body without a method on channel {channel}"),
+            ));
+        };
+        let result = partial.body(payload);
+        self.after_content(channel, result)
+    }
+
+    fn after_content(
+        &mut self,
+        channel: u16,
+        result: Result<Result<Content, PartialContent>, ContentError>,
+    ) -> Result<(), ConnectionError> {
+        match result {
+            Ok(Ok(content)) => {
+                self.events.push_back(Event::Content { channel, content });
+                Ok(())
+            }
+            Ok(Err(partial)) => {
+                if let Some(state) = self.channels.get_mut(&channel) {
+                    state.content = Some(partial);
+                }
+                Ok(())
+            }
+            Err(ContentError::TooLarge { declared, max }) => {
+                // Our own limit, not a protocol violation: close only this channel (311 is a soft error).
+                self.close_channel(
+                    channel,
+                    ReplyCode::CONTENT_TOO_LARGE,
+                    &format!("message of {declared} bytes exceeds the client's limit of {max}"),
+                );
+                Ok(())
+            }
+            Err(e) => Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("{e:?} on channel {channel}"),
+            )),
+        }
+    }
+}
+
+/// A short string from text we generate or the user configured, truncated at a char boundary if longer
+/// than 255 bytes (reply texts and locales are informational).
+fn short(text: &str) -> ShortStr {
+    let mut end = text.len().min(ShortStr::MAX_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortStr::new(&text[..end]).unwrap_or_default()
+}

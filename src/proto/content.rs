@@ -1,0 +1,133 @@
+//! Reassembling a message from its method, header and body frames.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::{frame::ContentHeader, spec::Method};
+
+/// A content-carrying method whose header or body is still arriving.
+///
+/// spec (4.2.6): "Content is a method frame, a content header frame, and zero or more content body frames
+/// ... sent consecutively on the channel". The body is collected as bytes arrive and never pre-allocated
+/// from `body-size`, which is only the peer's claim.
+#[derive(Debug)]
+pub struct PartialContent {
+    method: Method,
+    header: Option<ContentHeader>,
+    received: u64,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Empty,
+    /// A single body frame: kept as the `Bytes` split off the read buffer, no copy.
+    One(Bytes),
+    Many(BytesMut),
+}
+
+/// A whole message: its method (deliver, return or get-ok), header and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    /// The method that announced the content.
+    pub method: Method,
+    /// Properties and class.
+    pub header: ContentHeader,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Why a content frame cannot be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentError {
+    /// The header declares more than the configured maximum message size.
+    TooLarge {
+        /// The header's body size.
+        declared: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A second header, or a header for another class.
+    UnexpectedHeader,
+    /// A body frame before the header.
+    BodyBeforeHeader,
+    /// More body bytes than the header declared.
+    BodyOverrun,
+}
+
+impl PartialContent {
+    /// Starts collecting content for `method`.
+    pub fn new(method: Method) -> PartialContent {
+        PartialContent {
+            method,
+            header: None,
+            received: 0,
+            body: Body::Empty,
+        }
+    }
+
+    /// Takes the header frame: `Ok(Ok(content))` when the message is whole (a body size of 0),
+    /// `Ok(Err(self))` while body frames are still expected.
+    pub fn header(
+        mut self,
+        header: ContentHeader,
+        max_size: u64,
+    ) -> Result<Result<Content, Self>, ContentError> {
+        if self.header.is_some() || header.class_id != self.method.class_id() {
+            return Err(ContentError::UnexpectedHeader);
+        }
+        if header.body_size > max_size {
+            return Err(ContentError::TooLarge {
+                declared: header.body_size,
+                max: max_size,
+            });
+        }
+        if header.body_size == 0 {
+            return Ok(Ok(Content {
+                method: self.method,
+                header,
+                body: Bytes::new(),
+            }));
+        }
+        self.header = Some(header);
+        Ok(Err(self))
+    }
+
+    /// Takes a body frame.
+    pub fn body(mut self, payload: Bytes) -> Result<Result<Content, Self>, ContentError> {
+        let Some(header) = &self.header else {
+            return Err(ContentError::BodyBeforeHeader);
+        };
+        let size = header.body_size;
+        self.received += payload.len() as u64;
+        if self.received > size {
+            return Err(ContentError::BodyOverrun);
+        }
+        self.body = match self.body {
+            Body::Empty => Body::One(payload),
+            Body::One(first) => {
+                let mut many = BytesMut::with_capacity(first.len() + payload.len());
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&payload);
+                Body::Many(many)
+            }
+            Body::Many(mut many) => {
+                many.extend_from_slice(&payload);
+                Body::Many(many)
+            }
+        };
+        if self.received < size {
+            return Ok(Err(self));
+        }
+        let body = match self.body {
+            Body::Empty => Bytes::new(),
+            Body::One(b) => b,
+            Body::Many(m) => m.freeze(),
+        };
+        let header = self.header.take().expect("checked above");
+        Ok(Ok(Content {
+            method: self.method,
+            header,
+            body,
+        }))
+    }
+}
