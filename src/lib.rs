@@ -1,4 +1,25 @@
 //! coney: an AMQP 0-9-1 client for RabbitMQ.
+//!
+//! ```no_run
+//! use coney::{options::BasicPublishOptions, BasicProperties, Confirmation, Connection};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), coney::Error> {
+//! let connection = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+//! let channel = connection.open_channel().await?;
+//! channel.confirm_select().await?;
+//! let confirm = channel
+//!     .basic_publish("", "my-queue", BasicPublishOptions::default(), BasicProperties::default(), "hello")
+//!     .await?;
+//! assert_eq!(confirm.await?, Confirmation::Ack);
+//! connection.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Layers, from the bottom: [`codec`] (field types), [`spec`] (generated from the XML spec), [`frame`],
+//! [`proto`] (sans-IO state machines), the driver task, and [`client`] ([`Connection`], [`Channel`],
+//! [`Consumer`], [`Delivery`], [`PublishConfirm`]).
 
 #![warn(missing_docs)]
 
@@ -22,3 +43,8 @@ pub use spec::{BasicProperties, ReplyCode};
 
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// Compiles the README's examples as doc tests, so the front door stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
