@@ -19,6 +19,8 @@ pub struct FrameDecoder {
 
 /// Size of the frame header: type, channel, payload size.
 const HEADER_LEN: usize = 7;
+/// The most [`FrameDecoder::decode`] reserves ahead of a partial frame's bytes.
+const RESERVE_STEP: usize = 128 * 1024;
 
 impl Default for FrameDecoder {
     fn default() -> Self {
@@ -82,7 +84,9 @@ impl FrameDecoder {
         }
         let total = total as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Grow towards the frame, but by at most one read chunk: the size is the peer's claim, and the
+            // buffer should grow with bytes that actually arrive.
+            buf.reserve((total - buf.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         let end = buf[total - 1];
