@@ -7,6 +7,15 @@ use std::fmt;
 
 include!(concat!(env!("OUT_DIR"), "/spec.rs"));
 
+/// Generated proptest strategies for every method and for the content properties.
+#[cfg(test)]
+pub(crate) mod strategies {
+    include!(concat!(env!("OUT_DIR"), "/spec_strategies.rs"));
+}
+
+#[cfg(test)]
+mod tests;
+
 /// A reply code from `connection.close`, `channel.close` or `basic.return`.
 ///
 /// An open newtype: codes the spec does not name survive decoding unchanged. The named ones are associated

@@ -70,8 +70,10 @@ pub fn table(input: &[u8]) -> Parsed<'_, FieldTable> {
 }
 
 /// A field value: type letter, then the value.
+///
+/// A table or array value is itself the outermost nesting level, as the outermost table is in [`table`].
 pub fn field_value(input: &[u8]) -> Parsed<'_, FieldValue> {
-    value_at(input, 1)
+    value_at(input, 0)
 }
 
 /// `depth` is the nesting level of the table being read (the outermost is 1).
@@ -98,7 +100,7 @@ fn array_at(input: &[u8], depth: usize) -> Parsed<'_, FieldArray> {
     Ok((rest, FieldArray(values)))
 }
 
-/// Reads one value found inside a container at nesting level `depth`.
+/// Reads one value found inside a container at nesting level `depth` (0: inside none).
 fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
     let (input, letter) = be_u8(input)?;
     let value = match letter {

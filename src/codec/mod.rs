@@ -11,6 +11,10 @@ mod field_table;
 mod field_value;
 mod long_str;
 mod short_str;
+#[cfg(test)]
+pub(crate) mod strategies;
+#[cfg(test)]
+mod tests;
 mod timestamp;
 
 pub use error::CodecError;

@@ -11,6 +11,8 @@ mod content_header;
 mod decoder;
 mod encoder;
 mod error;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 

@@ -1,0 +1,149 @@
+//! Whole frames round-trip, however the bytes arrive.
+
+use bytes::{Bytes, BytesMut};
+use proptest::{collection::vec, prelude::*};
+
+use crate::{
+    codec::strategies::check,
+    frame::{
+        encode_body, encode_content_header, encode_method, ContentHeader, Frame, FrameDecoder,
+        FRAME_OVERHEAD,
+    },
+    spec::{
+        basic,
+        strategies::{any_basic_properties, any_method},
+    },
+};
+
+/// Large enough for any generated method; the limit itself is tested in `tests/frame_hostile.rs`.
+const BIG: u32 = 1 << 24;
+
+#[test]
+fn methods_round_trip_through_frames() {
+    check(
+        "methods_round_trip_through_frames",
+        512,
+        (any_method(), any::<u16>()),
+        |(method, channel)| {
+            let mut buf = BytesMut::new();
+            encode_method(&mut buf, channel, &method);
+            let frame = FrameDecoder::new(BIG)
+                .decode(&mut buf)
+                .map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?;
+            prop_assert_eq!(frame, Some(Frame::Method { channel, method }));
+            prop_assert!(buf.is_empty());
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn content_headers_round_trip_through_frames() {
+    check(
+        "content_headers_round_trip_through_frames",
+        512,
+        (any_basic_properties(), any::<u64>(), any::<u16>()),
+        |(properties, body_size, channel)| {
+            let header = ContentHeader {
+                class_id: basic::CLASS_ID,
+                body_size,
+                properties,
+            };
+            let mut buf = BytesMut::new();
+            encode_content_header(&mut buf, channel, &header);
+            let frame = FrameDecoder::new(BIG)
+                .decode(&mut buf)
+                .map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?;
+            prop_assert_eq!(frame, Some(Frame::Header { channel, header }));
+            prop_assert!(buf.is_empty());
+            Ok(())
+        },
+    );
+}
+
+/// Frames encoded back to back and handed to the decoder in arbitrary pieces come out whole and in order.
+#[test]
+fn frame_sequences_survive_any_split() {
+    check(
+        "frame_sequences_survive_any_split",
+        256,
+        (vec(any_frame(), 1..12), vec(1usize..200, 1..64)),
+        |(frames, chunks)| {
+            let mut wire = BytesMut::new();
+            for frame in &frames {
+                frame.encode(&mut wire);
+            }
+            let decoder = FrameDecoder::new(BIG);
+            let mut buf = BytesMut::new();
+            let mut decoded = Vec::new();
+            let mut at = 0;
+            let mut sizes = chunks.iter().cycle();
+            while at < wire.len() {
+                let end = (at + sizes.next().unwrap()).min(wire.len());
+                buf.extend_from_slice(&wire[at..end]);
+                at = end;
+                while let Some(frame) = decoder
+                    .decode(&mut buf)
+                    .map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?
+                {
+                    decoded.push(frame);
+                }
+            }
+            prop_assert!(buf.is_empty(), "{} bytes left over", buf.len());
+            prop_assert_eq!(decoded, frames);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn body_payloads_share_the_read_buffer() {
+    let mut buf = BytesMut::new();
+    encode_body(&mut buf, 3, &[7u8; 1000]);
+    let start = buf.as_ptr() as usize;
+    let range = start..start + buf.len();
+    let frame = FrameDecoder::new(BIG).decode(&mut buf).unwrap().unwrap();
+    let Frame::Body { channel, payload } = frame else {
+        panic!("not a body frame: {frame:?}");
+    };
+    assert_eq!(channel, 3);
+    assert_eq!(payload.len(), 1000);
+    assert!(payload.iter().all(|&b| b == 7));
+    assert!(
+        range.contains(&(payload.as_ptr() as usize)),
+        "the payload was copied out of the read buffer"
+    );
+}
+
+#[test]
+fn frame_overhead_is_header_and_end_octet() {
+    let mut buf = BytesMut::new();
+    encode_body(&mut buf, 1, b"abc");
+    assert_eq!(buf.len(), 3 + FRAME_OVERHEAD);
+    assert_eq!(&buf[..], b"\x03\x00\x01\x00\x00\x00\x03abc\xce");
+    let mut buf = BytesMut::new();
+    Frame::Heartbeat.encode(&mut buf);
+    assert_eq!(&buf[..], b"\x08\x00\x00\x00\x00\x00\x00\xce");
+}
+
+fn any_frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (any_method(), any::<u16>())
+            .prop_map(|(method, channel)| Frame::Method { channel, method }),
+        (any_basic_properties(), any::<u64>(), any::<u16>()).prop_map(
+            |(properties, body_size, channel)| Frame::Header {
+                channel,
+                header: ContentHeader {
+                    class_id: basic::CLASS_ID,
+                    body_size,
+                    properties,
+                },
+            }
+        ),
+        (vec(any::<u8>(), 0..600), any::<u16>()).prop_map(|(body, channel)| Frame::Body {
+            channel,
+            payload: Bytes::from(body),
+        }),
+        Just(Frame::Heartbeat),
+    ]
+}
