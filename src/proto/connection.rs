@@ -218,7 +218,7 @@ impl Connection {
             .unwrap_or(spec::FRAME_MIN_SIZE)
         {
             // "No limit" was negotiated: any size is allowed, so pick one that keeps frames interleavable.
-            0 => 128 * 1024 - frame::FRAME_OVERHEAD,
+            0 => NO_LIMIT_FRAME_SIZE as usize - frame::FRAME_OVERHEAD,
             n => n as usize - frame::FRAME_OVERHEAD,
         }
     }
@@ -280,8 +280,14 @@ impl Connection {
         if now.saturating_duration_since(self.last_read) >= interval * 2 {
             return Err(ConnectionError::HeartbeatTimeout(interval * 2));
         }
-        if now.saturating_duration_since(self.last_write) >= interval / 2 && self.out.is_empty() {
-            frame::encode_heartbeat(&mut self.out);
+        if now.saturating_duration_since(self.last_write) >= interval / 2 {
+            // Bytes still pending (the socket is not writable) will do as well as a heartbeat once written.
+            if self.out.is_empty() {
+                frame::encode_heartbeat(&mut self.out);
+            }
+            // Either way the write timer restarts now, so `poll_timeout` moves past `now`: otherwise a
+            // driver whose socket is stuck would be woken again at once, and spin.
+            self.last_write = now;
         }
         Ok(())
     }
@@ -565,14 +571,18 @@ impl Connection {
             .into(),
         );
         // Inbound limit: the negotiated frame-max, or with "no limit" a cap derived from the message limit,
-        // so a peer can never make us buffer more than one maximal message per frame.
+        // so a peer can never make us buffer more than one maximal message per frame. The cap never goes
+        // below what we would accept with RabbitMQ's default frame-max: method and header frames (a large
+        // headers table) do not count against the body limit, and spec: a peer "MUST accept frames of up
+        // to frame-min-size octets".
         let inbound = match tuned.frame_max {
             0 => u32::try_from(
                 self.params
                     .max_message_size
                     .saturating_add(frame::FRAME_OVERHEAD as u64),
             )
-            .unwrap_or(u32::MAX),
+            .unwrap_or(u32::MAX)
+            .max(NO_LIMIT_FRAME_SIZE),
             n => n,
         };
         self.decoder.set_max_frame_size(inbound);
@@ -688,6 +698,7 @@ impl Connection {
         channel: u16,
         header: ContentHeader,
     ) -> Result<(), ConnectionError> {
+        self.check_open_for_content(channel)?;
         if self.state != State::Open {
             return Ok(());
         }
@@ -707,6 +718,7 @@ impl Connection {
     }
 
     fn handle_body(&mut self, channel: u16, payload: Bytes) -> Result<(), ConnectionError> {
+        self.check_open_for_content(channel)?;
         if self.state != State::Open {
             return Ok(());
         }
@@ -722,6 +734,17 @@ impl Connection {
         };
         let result = partial.body(payload);
         self.after_content(channel, result)
+    }
+
+    /// Content before open-ok is as unexpected as a channel method then; after our close it is discarded.
+    fn check_open_for_content(&mut self, channel: u16) -> Result<(), ConnectionError> {
+        match self.state {
+            State::AwaitStart | State::AwaitTune | State::AwaitOpenOk => Err(self.violation(
+                ReplyCode::UNEXPECTED_FRAME,
+                format!("content frame on channel {channel} before open-ok"),
+            )),
+            State::Open | State::Closing | State::Closed => Ok(()),
+        }
     }
 
     fn after_content(
@@ -756,6 +779,10 @@ impl Connection {
         }
     }
 }
+
+/// The frame size used when frame-max 0 ("no limit") was negotiated: the split size for outbound bodies and
+/// the floor of the inbound cap. RabbitMQ's default frame-max.
+const NO_LIMIT_FRAME_SIZE: u32 = 128 * 1024;
 
 /// A short string from text we generate or the user configured, truncated at a char boundary if longer
 /// than 255 bytes (reply texts and locales are informational).
