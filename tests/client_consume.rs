@@ -1,0 +1,437 @@
+//! Consuming and fetching: get, ack/nack/reject, recover, qos, cancel, stale deliveries.
+
+mod support;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use coney::{
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions},
+    BasicProperties, Channel, Confirmation, Consumer, Delivery, Error, FieldTable,
+};
+use support::*;
+
+async fn publish(ch: &Channel, queue: &str, body: &'static str) {
+    let confirm = ch
+        .basic_publish(
+            "",
+            queue,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            body,
+        )
+        .await
+        .expect("publish");
+    let outcome = confirm.await.expect("settled");
+    assert!(
+        matches!(outcome, Confirmation::Ack | Confirmation::NotRequested),
+        "{outcome:?}"
+    );
+}
+
+/// A channel in confirm mode with `bodies` published to a fresh exclusive queue.
+async fn queue_with(ch: &Channel, prefix: &str, bodies: &[&'static str]) -> String {
+    let q = unique(prefix);
+    declare_exclusive(ch, &q).await;
+    if !ch.is_confirm_mode() {
+        ch.confirm_select().await.expect("confirm.select");
+    }
+    for body in bodies {
+        publish(ch, &q, body).await;
+    }
+    q
+}
+
+async fn consume(ch: &Channel, queue: &str) -> Consumer {
+    ch.basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())
+        .await
+        .expect("basic.consume")
+}
+
+async fn next(consumer: &mut Consumer) -> Delivery {
+    match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+        Ok(Some(Ok(d))) => d,
+        Ok(Some(Err(e))) => panic!("consumer failed: {e:?}"),
+        Ok(None) => panic!("consumer ended"),
+        Err(_) => panic!("no delivery within 10 s"),
+    }
+}
+
+/// Asserts nothing is delivered within `wait`.
+async fn assert_quiet(consumer: &mut Consumer, wait: Duration) {
+    if let Ok(item) = tokio::time::timeout(wait, consumer.next()).await {
+        panic!("expected no delivery, got {item:?}");
+    }
+}
+
+#[tokio::test]
+async fn basic_get_on_empty_and_full_queues() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "get", &[]).await;
+        assert!(ch.basic_get(&q, false).await.expect("get").is_none());
+
+        for body in ["one", "two", "three"] {
+            publish(&ch, &q, body).await;
+        }
+        let m = ch
+            .basic_get(&q, false)
+            .await
+            .expect("get")
+            .expect("message");
+        assert_eq!(m.body, Bytes::from_static(b"one"));
+        assert_eq!(m.message_count, 2);
+        assert_eq!(m.routing_key.as_str(), q);
+        assert!(!m.redelivered);
+        m.ack().await.expect("ack");
+
+        let m = ch.basic_get(&q, true).await.expect("get").expect("message");
+        assert_eq!(m.body, Bytes::from_static(b"two"));
+        assert_eq!(m.message_count, 1);
+
+        // Rejected with requeue: it comes back, marked redelivered.
+        let m = ch
+            .basic_get(&q, false)
+            .await
+            .expect("get")
+            .expect("message");
+        assert_eq!(m.body, Bytes::from_static(b"three"));
+        assert_eq!(m.message_count, 0);
+        m.reject(true).await.expect("reject");
+        let m = ch
+            .basic_get(&q, false)
+            .await
+            .expect("get")
+            .expect("message");
+        assert_eq!(m.body, Bytes::from_static(b"three"));
+        assert!(m.redelivered);
+        // Nacked without requeue: gone.
+        m.nack(BasicNackOptions::default()).await.expect("nack");
+        assert!(ch.basic_get(&q, false).await.expect("get").is_none());
+        assert_eq!(message_count(&conn, &q).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reject_and_nack_with_and_without_requeue() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "settle", &["a", "b"]).await;
+        let mut consumer = consume(&ch, &q).await;
+
+        // reject(requeue) → redelivered.
+        let d = next(&mut consumer).await;
+        assert_eq!((d.body.as_ref(), d.redelivered), (&b"a"[..], false));
+        d.reject(true).await.expect("reject requeue");
+        // "b" was already in flight; "a" comes back after it, redelivered.
+        let d = next(&mut consumer).await;
+        assert_eq!((d.body.as_ref(), d.redelivered), (&b"b"[..], false));
+        // nack(requeue) → redelivered.
+        d.nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack requeue");
+
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let d = next(&mut consumer).await;
+            assert!(d.redelivered, "{d:?}");
+            seen.push(String::from_utf8(d.body.to_vec()).unwrap());
+            if d.body.as_ref() == b"a" {
+                // reject without requeue → gone.
+                d.reject(false).await.expect("reject drop");
+            } else {
+                // nack without requeue → gone.
+                d.nack(BasicNackOptions::default())
+                    .await
+                    .expect("nack drop");
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["a", "b"]);
+        assert_quiet(&mut consumer, Duration::from_millis(500)).await;
+
+        // A marker published now is the next delivery: nothing discarded came back.
+        publish(&ch, &q, "marker").await;
+        let d = next(&mut consumer).await;
+        assert_eq!((d.body.as_ref(), d.redelivered), (&b"marker"[..], false));
+        d.ack().await.expect("ack");
+        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .expect("cancel");
+        assert_eq!(message_count(&conn, &q).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn nack_multiple_requeues_every_earlier_delivery() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "nack-multiple", &["1", "2", "3"]).await;
+        let mut consumer = consume(&ch, &q).await;
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(next(&mut consumer).await);
+        }
+        last.unwrap()
+            .nack(BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            })
+            .await
+            .expect("nack multiple");
+        for expected in ["1", "2", "3"] {
+            let d = next(&mut consumer).await;
+            assert_eq!(d.body.as_ref(), expected.as_bytes());
+            assert!(d.redelivered);
+            if expected == "3" {
+                d.ack_multiple().await.expect("ack multiple");
+            }
+        }
+        drop(consumer);
+        assert_eq!(wait_for_count(&conn, &q, 0).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn basic_recover_redelivers_unacked_messages() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "recover", &["x", "y"]).await;
+        let mut consumer = consume(&ch, &q).await;
+        for expected in ["x", "y"] {
+            let d = next(&mut consumer).await;
+            assert_eq!(d.body.as_ref(), expected.as_bytes());
+            assert!(!d.redelivered);
+        }
+        ch.basic_recover(true).await.expect("basic.recover");
+        for expected in ["x", "y"] {
+            let d = next(&mut consumer).await;
+            assert_eq!(d.body.as_ref(), expected.as_bytes());
+            assert!(d.redelivered, "recovered deliveries are marked redelivered");
+            d.ack().await.expect("ack");
+        }
+        assert_quiet(&mut consumer, Duration::from_millis(300)).await;
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn basic_qos_limits_deliveries_in_flight() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "qos", &["0", "1", "2", "3", "4"]).await;
+        ch.basic_qos(2, Default::default()).await.expect("qos");
+        let mut consumer = consume(&ch, &q).await;
+        let first = next(&mut consumer).await;
+        let second = next(&mut consumer).await;
+        assert_eq!(first.body.as_ref(), b"0");
+        assert_eq!(second.body.as_ref(), b"1");
+        assert_quiet(&mut consumer, Duration::from_millis(700)).await;
+
+        // Each ack lets exactly one more in.
+        first.ack().await.expect("ack");
+        let third = next(&mut consumer).await;
+        assert_eq!(third.body.as_ref(), b"2");
+        assert_quiet(&mut consumer, Duration::from_millis(500)).await;
+
+        third.ack_multiple().await.expect("ack multiple");
+        let d = next(&mut consumer).await;
+        assert_eq!(d.body.as_ref(), b"3");
+        let d = next(&mut consumer).await;
+        assert_eq!(d.body.as_ref(), b"4");
+        d.ack_multiple().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deleting_the_queue_cancels_the_consumer() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "cancel-by-delete", &["before"]).await;
+        let mut consumer = consume(&ch, &q).await;
+        let d = next(&mut consumer).await;
+        assert_eq!(d.body.as_ref(), b"before");
+        d.ack().await.expect("ack");
+
+        let other = conn.open_channel().await.expect("channel");
+        other
+            .queue_delete(&q, Default::default())
+            .await
+            .expect("delete queue");
+
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Err(Error::ConsumerCancelled(tag)))) => assert_eq!(tag, consumer.tag()),
+            other => panic!("expected ConsumerCancelled, got {other:?}"),
+        }
+        assert!(consumer.next().await.is_none(), "then the consumer ends");
+        assert!(consumer.next().await.is_none(), "and stays ended");
+        assert!(matches!(
+            consumer.end_reason(),
+            Some(Error::ConsumerCancelled(_))
+        ));
+        // The channel survives a broker-side cancel.
+        assert!(ch.is_open());
+        declare_exclusive(&ch, &unique("after-cancel")).await;
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn basic_cancel_ends_the_consumer_cleanly() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "cancel", &[]).await;
+        let tag = unique("tag");
+        let mut consumer = ch
+            .basic_consume(&q, &tag, BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        assert_eq!(consumer.tag(), tag);
+        ch.basic_cancel(&tag, BasicCancelOptions::default())
+            .await
+            .expect("cancel");
+        match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
+            Ok(None) => {}
+            other => panic!("expected the consumer to end with None, got {other:?}"),
+        }
+        // Messages published after the cancel stay in the queue.
+        publish(&ch, &q, "kept").await;
+        assert_eq!(wait_for_count(&conn, &q, 1).await, 1);
+
+        // The no-wait form too.
+        let mut consumer = consume(&ch, &q).await;
+        let d = next(&mut consumer).await;
+        d.ack().await.expect("ack");
+        ch.basic_cancel(consumer.tag(), BasicCancelOptions { no_wait: true })
+            .await
+            .expect("cancel no-wait");
+        match tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
+            Ok(None) => {}
+            other => panic!("expected the consumer to end with None, got {other:?}"),
+        }
+        assert!(ch.is_open());
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn closing_the_channel_ends_consumers_and_makes_deliveries_stale() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "stale", &["m"]).await;
+        let mut consumer = consume(&ch, &q).await;
+        let d = next(&mut consumer).await;
+        ch.close().await.expect("close channel");
+        match d.ack().await {
+            Err(Error::StaleDelivery(tag)) => assert_eq!(tag, d.delivery_tag),
+            other => panic!("expected StaleDelivery, got {other:?}"),
+        }
+        assert!(matches!(
+            d.nack(BasicNackOptions::default()).await,
+            Err(Error::StaleDelivery(_))
+        ));
+        assert!(matches!(d.reject(true).await, Err(Error::StaleDelivery(_))));
+        // A client-side close ends the consumer without an error.
+        assert!(consumer.next().await.is_none());
+
+        // The unacked message went back to the queue; nothing else happened to it.
+        let ch2 = conn.open_channel().await.expect("channel");
+        let m = ch2
+            .basic_get(&q, false)
+            .await
+            .expect("get")
+            .expect("requeued");
+        assert!(m.redelivered);
+        m.ack().await.expect("ack on a live channel");
+        conn.close().await.expect("close");
+        // After the connection closed, the get message is stale too.
+        assert!(matches!(m.ack().await, Err(Error::StaleDelivery(_))));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_ack_consumer_and_run_handler() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "run", &["r0", "r1", "r2"]).await;
+        let consumer = ch
+            .basic_consume(
+                &q,
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::new(),
+            )
+            .await
+            .expect("consume");
+        let tag = consumer.tag().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(8);
+        let seen2 = seen.clone();
+        let task = consumer.run(move |d| {
+            seen2
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(d.body.to_vec()).unwrap());
+            let done = done_tx.clone();
+            async move {
+                let _ = done.send(()).await;
+            }
+        });
+        for _ in 0..3 {
+            done_rx.recv().await.expect("handler ran");
+        }
+        assert_eq!(*seen.lock().unwrap(), ["r0", "r1", "r2"]);
+        // Auto-acked: the queue is empty even though nothing was acked.
+        assert_eq!(wait_for_count(&conn, &q, 0).await, 0);
+        ch.basic_cancel(&tag, Default::default())
+            .await
+            .expect("cancel");
+        assert!(
+            task.await.expect("task").is_none(),
+            "client cancel ends it cleanly"
+        );
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn channel_flow_and_global_qos() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        assert!(ch.channel_flow(true).await.expect("channel.flow"));
+        ch.basic_qos(
+            5,
+            coney::options::BasicQosOptions {
+                global: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("global qos");
+        assert!(ch.is_open());
+        conn.close().await.expect("close");
+    })
+    .await
+}

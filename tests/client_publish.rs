@@ -1,0 +1,375 @@
+//! Publishing: confirms, returns, errors, volume, large messages and order.
+
+mod support;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use coney::{
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    BasicProperties, Channel, Confirmation, Consumer, Error, FieldTable, ReplyCode, ShortStr,
+};
+use support::*;
+
+fn mandatory() -> BasicPublishOptions {
+    BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    }
+}
+
+async fn consume(ch: &Channel, queue: &str, prefetch: u16) -> Consumer {
+    ch.basic_qos(prefetch, Default::default())
+        .await
+        .expect("basic.qos");
+    ch.basic_consume(queue, "", BasicConsumeOptions::default(), FieldTable::new())
+        .await
+        .expect("basic.consume")
+}
+
+#[tokio::test]
+async fn publish_to_a_missing_exchange_closes_the_channel_with_404() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let confirm = ch
+            .basic_publish(
+                &unique("no-such-exchange"),
+                "k",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                &b"lost"[..],
+            )
+            .await
+            .expect("the publish itself is sent");
+        // Without confirm mode nothing is said about the message.
+        assert_eq!(
+            confirm.await.expect("not requested"),
+            Confirmation::NotRequested
+        );
+
+        // The broker closes the channel; the next RPC on it sees why.
+        let err = ch
+            .queue_declare(&unique("after-404"), Default::default(), FieldTable::new())
+            .await
+            .expect_err("the channel was closed by the broker");
+        match &err {
+            Error::ChannelClosed(reason) => assert_eq!(reason.code, ReplyCode::NOT_FOUND),
+            other => panic!("expected ChannelClosed(404), got {other:?}"),
+        }
+        assert!(!ch.is_open());
+        assert!(conn.is_open());
+        let err = ch
+            .basic_publish(
+                "",
+                "k",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                &b"x"[..],
+            )
+            .await
+            .err()
+            .expect("publishing on a closed channel fails");
+        assert_eq!(err.reply_code(), Some(ReplyCode::NOT_FOUND), "{err:?}");
+
+        let ch2 = conn.open_channel().await.expect("next channel");
+        declare_exclusive(&ch2, &unique("after-404")).await;
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn publish_to_a_missing_exchange_in_confirm_mode_fails_the_confirm_with_404() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        assert!(ch.is_confirm_mode());
+        let confirm = ch
+            .basic_publish(
+                &unique("no-such-exchange"),
+                "k",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                &b"lost"[..],
+            )
+            .await
+            .expect("the publish itself is sent");
+        let err = confirm
+            .await
+            .expect_err("the channel closed before any ack");
+        match &err {
+            Error::ChannelClosed(reason) => assert_eq!(reason.code, ReplyCode::NOT_FOUND),
+            other => panic!("expected ChannelClosed(404), got {other:?}"),
+        }
+        assert!(!ch.is_open());
+        assert!(conn.is_open());
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn unroutable_mandatory_publish_is_returned_with_312() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        let rk = unique("nowhere");
+        let properties = BasicProperties::default()
+            .with_content_type("text/plain")
+            .with_message_id("m-1");
+        let confirm = ch
+            .basic_publish("amq.direct", &rk, mandatory(), properties.clone(), "bounce")
+            .await
+            .expect("publish");
+        match confirm.await.expect("settled") {
+            Confirmation::Returned(r) => {
+                assert_eq!(r.reply_code, ReplyCode(312));
+                assert_eq!(r.reply_code.code(), 312);
+                assert_eq!(r.exchange.as_str(), "amq.direct");
+                assert_eq!(r.routing_key.as_str(), rk);
+                assert_eq!(r.body, Bytes::from_static(b"bounce"));
+                assert_eq!(r.properties.content_type, properties.content_type);
+                assert_eq!(r.properties.message_id, properties.message_id);
+            }
+            other => panic!("expected Returned, got {other:?}"),
+        }
+
+        // Not mandatory: silently dropped, but acked.
+        let confirm = ch
+            .basic_publish(
+                "amq.direct",
+                &rk,
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "dropped",
+            )
+            .await
+            .expect("publish");
+        assert_eq!(confirm.await.expect("settled"), Confirmation::Ack);
+
+        // A routable mandatory message is simply acked, and the channel still works after returns.
+        let q = unique("routable");
+        declare_exclusive(&ch, &q).await;
+        let confirm = ch
+            .basic_publish("", &q, mandatory(), BasicProperties::default(), "kept")
+            .await
+            .expect("publish");
+        assert_eq!(confirm.await.expect("settled"), Confirmation::Ack);
+        assert_eq!(wait_for_count(&conn, &q, 1).await, 1);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn properties_and_headers_round_trip() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("props");
+        declare_exclusive(&ch, &q).await;
+        let headers = FieldTable::new()
+            .with("x-string", "value")
+            .with("x-int", 42i32)
+            .with("x-bool", true);
+        let properties = BasicProperties::default()
+            .with_content_type("application/json")
+            .with_content_encoding("identity")
+            .with_headers(headers)
+            .with_delivery_mode(2u8)
+            .with_priority(3u8)
+            .with_correlation_id("corr")
+            .with_reply_to(ShortStr::new(&q).unwrap())
+            .with_message_id("id-1")
+            .with_kind("kind")
+            .with_app_id("coney-tests");
+        let confirm = ch
+            .basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                properties.clone(),
+                "{}",
+            )
+            .await
+            .expect("publish");
+        assert_eq!(confirm.await.expect("settled"), Confirmation::NotRequested);
+        let mut consumer = consume(&ch, &q, 10).await;
+        let d = consumer.next().await.expect("open").expect("delivery");
+        assert_eq!(d.properties, properties);
+        assert_eq!(d.body, Bytes::from_static(b"{}"));
+        assert_eq!(d.exchange.as_str(), "");
+        assert_eq!(d.routing_key.as_str(), q);
+        assert!(!d.redelivered);
+        d.ack().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_confirmed_publishes_arrive_intact_and_in_order() {
+    const N: u64 = 100_000;
+    const LEN: usize = 16;
+    const WINDOW: usize = 1000;
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("100k");
+        declare_exclusive(&ch, &q).await;
+
+        let consumer_ch = conn.open_channel().await.expect("consumer channel");
+        let mut consumer = consume(&consumer_ch, &q, 1000).await;
+        let receiver = tokio::spawn(async move {
+            let mut expected = 0u64;
+            while expected < N {
+                let d = consumer
+                    .next()
+                    .await
+                    .unwrap_or_else(|| panic!("consumer ended after {expected} messages"))
+                    .expect("delivery");
+                let seq = check_seq_body(&d.body, LEN);
+                assert_eq!(seq, expected, "out of order");
+                assert!(!d.redelivered);
+                expected += 1;
+                if expected % 100 == 0 {
+                    d.ack_multiple().await.expect("ack");
+                }
+            }
+            expected
+        });
+
+        ch.confirm_select().await.expect("confirm.select");
+        let mut pending = VecDeque::with_capacity(WINDOW + 1);
+        let mut acked = 0u64;
+        for i in 0..N {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    seq_body(i, LEN),
+                )
+                .await
+                .expect("publish");
+            pending.push_back(confirm);
+            if pending.len() >= WINDOW {
+                let c = pending.pop_front().unwrap();
+                assert_eq!(c.await.expect("confirm"), Confirmation::Ack);
+                acked += 1;
+            }
+        }
+        for c in pending {
+            assert_eq!(c.await.expect("confirm"), Confirmation::Ack);
+            acked += 1;
+        }
+        assert_eq!(acked, N);
+
+        let received = receiver.await.expect("receiver task");
+        assert_eq!(received, N);
+        assert_eq!(wait_for_count(&conn, &q, 0).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_message_arrives_intact() {
+    const BIG: usize = 16 * 1024 * 1024;
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("16mib");
+        declare_exclusive(&ch, &q).await;
+        ch.confirm_select().await.expect("confirm.select");
+
+        let big = Bytes::from(seq_body(1, BIG));
+        let bodies = [
+            Bytes::from(seq_body(0, 16)),
+            big,
+            Bytes::from(seq_body(2, 16)),
+        ];
+        let mut confirms = Vec::new();
+        for body in &bodies {
+            confirms.push(
+                ch.basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default().with_content_type("application/octet-stream"),
+                    body.clone(),
+                )
+                .await
+                .expect("publish"),
+            );
+        }
+        for c in confirms {
+            assert_eq!(c.await.expect("confirm"), Confirmation::Ack);
+        }
+
+        let mut consumer = consume(&ch, &q, 10).await;
+        for (i, expected) in bodies.iter().enumerate() {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            assert_eq!(check_seq_body(&d.body, expected.len()), i as u64);
+            assert!(d.body == *expected, "body {i} differs");
+            d.ack().await.expect("ack");
+        }
+
+        // And once more through basic.get, with the consumer cancelled first (else it would take it).
+        ch.basic_cancel(consumer.tag(), Default::default())
+            .await
+            .expect("cancel");
+        assert!(consumer.next().await.is_none());
+        let confirm = ch
+            .basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                bodies[1].clone(),
+            )
+            .await
+            .expect("publish");
+        assert_eq!(confirm.await.expect("confirm"), Confirmation::Ack);
+        let get_ch = conn.open_channel().await.expect("channel");
+        let m = get_ch
+            .basic_get(&q, false)
+            .await
+            .expect("basic.get")
+            .expect("a message");
+        assert!(m.body == bodies[1], "basic.get body differs");
+        m.ack().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn thousand_publishes_without_confirms_arrive_in_order() {
+    const N: u64 = 1000;
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("order");
+        declare_exclusive(&ch, &q).await;
+        for i in 0..N {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    seq_body(i, 32),
+                )
+                .await
+                .expect("publish");
+            assert_eq!(confirm.await.expect("settled"), Confirmation::NotRequested);
+        }
+        let consumer_ch = conn.open_channel().await.expect("channel");
+        let mut consumer = consume(&consumer_ch, &q, 100).await;
+        for i in 0..N {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            assert_eq!(check_seq_body(&d.body, 32), i, "out of order");
+            d.ack().await.expect("ack");
+        }
+        conn.close().await.expect("close");
+    })
+    .await
+}
