@@ -641,7 +641,6 @@ fn assert_rss_bounded(before: Option<u64>) {
 }
 
 #[tokio::test]
-#[ignore = "BUG: driver exits on a violation without writing the queued connection.close"]
 async fn frame_size_far_above_frame_max() {
     let before = rss_bytes();
     violation(huge_frame_claim, FRAME_ERROR).await;
@@ -649,7 +648,6 @@ async fn frame_size_far_above_frame_max() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: driver exits on a violation without writing the queued connection.close"]
 async fn frame_size_far_above_unlimited_frame_max() {
     let before = rss_bytes();
     unlimited_frame_max_claim(Wire::CloseRequired).await;
@@ -690,7 +688,6 @@ macro_rules! violation_tests {
     ($($name:ident: $hostile:ident => $code:ident;)*) => {
         $(
             #[tokio::test]
-            #[ignore = "BUG: driver exits on a violation without writing the queued connection.close"]
             async fn $name() {
                 violation($hostile, $code).await;
             }
@@ -1034,7 +1031,6 @@ async fn basic_return_and_ack_without_confirm_mode_are_survived() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: driver exits on the server's connection.close without writing the queued close-ok"]
 async fn connection_close_in_the_middle_of_a_body() {
     server_close_mid_body(Wire::CloseRequired).await;
 }

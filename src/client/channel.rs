@@ -139,6 +139,7 @@ impl Channel {
             .conn
             .send(Command::Rpc {
                 channel: self.id(),
+                generation: self.inner.shared.generation,
                 method,
                 reply: tx,
                 consumer,
@@ -419,6 +420,22 @@ impl Channel {
             no_wait: options.no_wait,
         };
         self.call(m.into(), options.no_wait).await
+    }
+
+    /// Requeues a delivery nobody will see; best effort (a full command queue means the channel's close
+    /// will requeue it instead).
+    pub(crate) fn reject_on_drop(&self, delivery_tag: u64) {
+        let m = basic::Reject {
+            delivery_tag,
+            requeue: true,
+        };
+        let cmd = Command::Send {
+            channel: self.id(),
+            generation: self.inner.shared.generation,
+            method: m.into(),
+            consumer: None,
+        };
+        let _ = self.inner.conn.commands.try_send(cmd);
     }
 
     pub(crate) fn cancel_on_drop(&self, tag: ShortStr) {

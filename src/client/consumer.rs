@@ -112,5 +112,13 @@ impl Drop for Consumer {
                 self.channel.cancel_on_drop(tag.clone());
             }
         }
+        // Deliveries already buffered were never seen by the user: give them back to the queue now rather
+        // than leaving them unacked until the channel closes. (Later arrivals are rejected by the driver.)
+        self.rx.close();
+        while let Ok(delivery) = self.rx.try_recv() {
+            if !delivery.acker().no_ack() {
+                self.channel.reject_on_drop(delivery.delivery_tag);
+            }
+        }
     }
 }

@@ -26,6 +26,9 @@ pub(crate) enum Command {
     /// A synchronous method: sent when every earlier RPC on the channel has its answer.
     Rpc {
         channel: u16,
+        /// The channel incarnation; an RPC from a handle of a closed incarnation must not run on a
+        /// reopened channel with the same id.
+        generation: u64,
         method: Method,
         reply: oneshot::Sender<Result<RpcReply, Error>>,
         /// For basic.consume: where deliveries go once consume-ok names the tag.

@@ -129,7 +129,56 @@ where
             Err(e) => e,
         };
         debug!(error = %error, "connection ended");
+        self.finish(&error).await;
         self.fail_all(error).await;
+    }
+
+    /// Says goodbye properly before the socket is dropped, within `close_timeout`: writes what the state
+    /// machine queued last (our connection.close after a violation, or close-ok to the broker's close) and,
+    /// after our own close, waits for the broker's close-ok.
+    ///
+    /// spec (connection.close): "the sender of Close ... MUST wait for Close-Ok" and the peer "MUST ... reply
+    /// with Close-Ok"; an unanswered close is not allowed to block us past the timeout.
+    async fn finish(&mut self, error: &Error) {
+        if matches!(error, Error::Io(_)) {
+            return;
+        }
+        let wait_for_close_ok = matches!(error, Error::Protocol { .. }) && !self.proto.is_closed();
+        let goodbye = async {
+            loop {
+                if self.write_buf.is_empty() {
+                    std::mem::swap(&mut self.write_buf, self.proto.transmit());
+                }
+                if self.write_buf.is_empty() {
+                    break;
+                }
+                self.writer.write_all(&self.write_buf).await?;
+                self.write_buf.clear();
+            }
+            if wait_for_close_ok {
+                // What is buffered is what broke the protocol; only frames after it may hold close-ok.
+                self.read_buf.clear();
+                while !self.proto.is_closed() {
+                    if read_into(&mut self.reader, &mut self.read_buf).await? == 0 {
+                        break;
+                    }
+                    if self
+                        .proto
+                        .handle_input(&mut self.read_buf, std::time::Instant::now())
+                        .is_err()
+                    {
+                        self.read_buf.clear();
+                    }
+                }
+            }
+            self.writer.shutdown().await
+        };
+        if let Err(e) = tokio::time::timeout(self.close_timeout, goodbye)
+            .await
+            .unwrap_or(Ok(()))
+        {
+            debug!(error = %e, "could not complete the close handshake");
+        }
     }
 
     async fn run_loop(&mut self) -> Result<(), Error> {
@@ -292,13 +341,21 @@ where
             }
             Command::Rpc {
                 channel,
+                generation,
                 method,
                 reply,
                 consumer,
             } => {
-                let Some(slot) = self.usable_slot(channel) else {
-                    let _ = reply.send(Err(self.channel_error(channel)));
-                    return;
+                let slot = match self.usable_slot(channel) {
+                    Some(slot) if slot.shared.generation == generation => slot,
+                    Some(_) => {
+                        let _ = reply.send(Err(Error::ClosedByClient("channel")));
+                        return;
+                    }
+                    None => {
+                        let _ = reply.send(Err(self.channel_error(channel)));
+                        return;
+                    }
                 };
                 let responses = rpc_responses(&method);
                 let idle = slot.rpcs.is_empty();
