@@ -15,8 +15,11 @@ use crate::{
     spec::{self, Method},
 };
 
+/// A fuzz target's check: panics if `data` breaks a property.
+pub type Check = fn(data: &[u8]);
+
 /// The fuzz targets, by name, with the check each runs.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("frame_decode", check_frame_decode),
     ("method_decode", check_method_decode),
     ("field_table", check_field_table),

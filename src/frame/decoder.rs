@@ -52,15 +52,13 @@ impl FrameDecoder {
     /// bytes are gone from `buf`; a body frame's payload shares `buf`'s allocation instead of being copied.
     /// On `Err`, the connection must be closed with [`FrameError::reply_code`]; `buf` is left as it was.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if buf.len() < HEADER_LEN {
-            if buf.first() == Some(&b'A') && buf.len() >= 4 && &buf[..4] != b"AMQP" {
+        if buf.first() == Some(&b'A') {
+            // spec (4.2.2): a server that rejects the protocol header answers with its own and closes.
+            // Decided from the first 4, then 8 bytes whatever else is buffered, so the error does not
+            // depend on how the bytes were split across reads.
+            if buf.len() >= 4 && &buf[..4] != b"AMQP" {
                 return Err(FrameError::UnknownFrameType(b'A'));
             }
-            return Ok(None);
-        }
-        let frame_type = buf[0];
-        if frame_type == b'A' {
-            // spec (4.2.2): a server that rejects the protocol header answers with its own and closes.
             if buf.len() < 8 {
                 return Ok(None);
             }
@@ -68,6 +66,10 @@ impl FrameDecoder {
             header.copy_from_slice(&buf[..8]);
             return Err(FrameError::ProtocolMismatch(header));
         }
+        if buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let frame_type = buf[0];
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
         let total = HEADER_LEN as u64 + size as u64 + 1;
