@@ -34,7 +34,7 @@ pub mod spec;
 
 pub use client::{
     options, Channel, Confirmation, Connection, Consumer, Delivery, GetMessage, PublishConfirm,
-    ReturnedMessage,
+    ReturnedMessage, ReturnedMessages,
 };
 pub use codec::{FieldTable, FieldValue, ShortStr};
 pub use config::ConnectionConfig;

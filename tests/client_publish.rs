@@ -373,3 +373,34 @@ async fn thousand_publishes_without_confirms_arrive_in_order() {
     })
     .await
 }
+
+#[tokio::test]
+async fn returns_without_confirms_reach_the_listener_and_never_stall() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let rk = unique("nowhere");
+        let mut returns = ch.returned_messages(2);
+        for i in 0..5 {
+            let body = format!("bounce {i}");
+            let confirm = ch
+                .basic_publish("amq.direct", &rk, mandatory(), BasicProperties::default(), body)
+                .await
+                .expect("publish");
+            assert_eq!(confirm.await.expect("no confirms"), Confirmation::NotRequested);
+        }
+        // The listener holds 2; the other 3 are dropped rather than stalling the connection.
+        for i in 0..2 {
+            let r = returns.next().await.expect("a return");
+            assert_eq!(r.reply_code, ReplyCode(312));
+            assert_eq!(r.routing_key.as_str(), rk);
+            assert_eq!(r.body, Bytes::from(format!("bounce {i}")));
+        }
+        // The connection kept going: an RPC after the overflow works.
+        let q = unique("after-returns");
+        declare_exclusive(&ch, &q).await;
+        ch.close().await.expect("close");
+        assert!(returns.next().await.is_none(), "the listener ends with its channel");
+        conn.close().await.expect("close");
+    })
+    .await
+}

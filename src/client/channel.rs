@@ -8,7 +8,10 @@ use tracing::debug;
 
 use crate::{
     client::{
-        connection::ConnectionInner, options::*, publish::PublishConfirm, Consumer, GetMessage,
+        connection::ConnectionInner,
+        options::*,
+        publish::{PublishConfirm, ReturnedMessage},
+        Consumer, GetMessage,
     },
     codec::{FieldTable, ShortStr},
     error::Error,
@@ -17,6 +20,18 @@ use crate::{
     },
     spec::{basic, channel, confirm, exchange, queue, tx, BasicProperties, Method},
 };
+
+/// Messages returned by the broker on a channel without confirms; see [`Channel::returned_messages`].
+pub struct ReturnedMessages {
+    rx: mpsc::Receiver<ReturnedMessage>,
+}
+
+impl ReturnedMessages {
+    /// The next returned message; `None` once the channel has closed and every return was read.
+    pub async fn next(&mut self) -> Option<ReturnedMessage> {
+        self.rx.recv().await
+    }
+}
 
 /// Consumer buffer size when the channel has no prefetch limit.
 const UNLIMITED_PREFETCH_BUFFER: usize = 256;
@@ -533,6 +548,24 @@ impl Channel {
             });
         }
         Ok(())
+    }
+
+    /// Listens for messages the broker returns (basic.return) on this channel when it is **not** in
+    /// confirm mode. (In confirm mode a return resolves the publish's [`PublishConfirm`] as
+    /// [`Confirmation::Returned`](crate::Confirmation::Returned) instead.)
+    ///
+    /// Bounded: at most `capacity` returns wait in the listener; when it is full, or after it is dropped,
+    /// further returns are logged and dropped, never allowed to stall the connection. A second call
+    /// replaces the first listener.
+    pub fn returned_messages(&self, capacity: usize) -> ReturnedMessages {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self
+            .inner
+            .shared
+            .returns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        ReturnedMessages { rx }
     }
 
     /// basic.get: fetches one message, or `None` if the queue is empty.

@@ -7,7 +7,7 @@ mod delivery;
 pub mod options;
 mod publish;
 
-pub use channel::Channel;
+pub use channel::{Channel, ReturnedMessages};
 pub use connection::Connection;
 pub use consumer::Consumer;
 pub(crate) use delivery::DeliveryAcker;

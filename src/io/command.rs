@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    client::{Confirmation, Delivery, GetMessage},
+    client::{Confirmation, Delivery, GetMessage, ReturnedMessage},
     codec::{FieldTable, ShortStr},
     error::Error,
     proto::Tuned,
@@ -125,6 +125,8 @@ pub(crate) struct ChannelShared {
     pub confirm_window: Arc<Semaphore>,
     /// The last prefetch count set with basic.qos (sizes consumer buffers).
     pub prefetch: AtomicU16,
+    /// Where basic.return goes on a channel without confirms, once someone listens.
+    pub returns: std::sync::Mutex<Option<mpsc::Sender<ReturnedMessage>>>,
 }
 
 impl ChannelShared {
@@ -138,6 +140,7 @@ impl ChannelShared {
             confirm_mode: AtomicBool::new(false),
             confirm_window: Arc::new(Semaphore::new(confirm_window)),
             prefetch: AtomicU16::new(0),
+            returns: std::sync::Mutex::new(None),
         }
     }
 
@@ -150,6 +153,11 @@ impl ChannelShared {
         let _ = self.error.set(error);
         self.closed.store(true, Ordering::Release);
         self.confirm_window.close();
+        // Ends the returns listener once it has read what was already returned.
+        self.returns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     pub fn error(&self) -> Error {

@@ -724,7 +724,7 @@ where
                 if slot.confirms.is_some() {
                     slot.pending_return = Some(message);
                 } else {
-                    warn!(channel, code = %message.reply_code, "message returned by broker (publish without confirms)");
+                    deliver_return(&slot.shared, channel, message);
                 }
             }
             Method::BasicGetOk(ok) => {
@@ -806,6 +806,22 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
     match method {
         Method::BasicRecover(_) => &[(basic::RecoverOk::CLASS_ID, basic::RecoverOk::METHOD_ID)],
         other => other.info().responses,
+    }
+}
+
+/// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
+/// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
+fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
+    let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
+    let outcome = match guard.as_ref() {
+        Some(tx) => tx.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(m) => ("listener full", m),
+            mpsc::error::TrySendError::Closed(m) => ("listener dropped", m),
+        }),
+        None => Err(("no listener", message)),
+    };
+    if let Err((why, message)) = outcome {
+        warn!(channel, code = %message.reply_code, why, "message returned by broker and dropped");
     }
 }
 
