@@ -383,10 +383,19 @@ async fn returns_without_confirms_reach_the_listener_and_never_stall() {
         for i in 0..5 {
             let body = format!("bounce {i}");
             let confirm = ch
-                .basic_publish("amq.direct", &rk, mandatory(), BasicProperties::default(), body)
+                .basic_publish(
+                    "amq.direct",
+                    &rk,
+                    mandatory(),
+                    BasicProperties::default(),
+                    body,
+                )
                 .await
                 .expect("publish");
-            assert_eq!(confirm.await.expect("no confirms"), Confirmation::NotRequested);
+            assert_eq!(
+                confirm.await.expect("no confirms"),
+                Confirmation::NotRequested
+            );
         }
         // The listener holds 2; the other 3 are dropped rather than stalling the connection.
         for i in 0..2 {
@@ -399,7 +408,10 @@ async fn returns_without_confirms_reach_the_listener_and_never_stall() {
         let q = unique("after-returns");
         declare_exclusive(&ch, &q).await;
         ch.close().await.expect("close");
-        assert!(returns.next().await.is_none(), "the listener ends with its channel");
+        assert!(
+            returns.next().await.is_none(),
+            "the listener ends with its channel"
+        );
         conn.close().await.expect("close");
     })
     .await
