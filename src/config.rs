@@ -41,6 +41,9 @@
 //! | `verify` | [`tls_params`](ConnectionConfig::tls_params) | `verify_peer` or `verify_none` |
 //! | `server_name_indication` | [`tls_params`](ConnectionConfig::tls_params) | a host name (or `disable`) |
 //!
+//! The TLS parameters are read only for `amqps://` (see [`TlsConfig::from_params`]); `certfile` and
+//! `keyfile` go together. `verify=verify_none` turns certificate verification off, with a warning.
+//!
 //! An invalid value is [`ConfigError::InvalidParameter`]. Unknown parameters are ignored with a
 //! `tracing` warning that names the parameter (never its value), as the Java and Go clients ignore
 //! them: a URI shared with other clients may carry their options.
@@ -48,6 +51,8 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use url::{form_urlencoded, Host, Url};
+
+pub use crate::client::TlsConfig;
 
 /// Default port of `amqp://`.
 const AMQP_PORT: u16 = 5672;
@@ -103,8 +108,12 @@ pub struct ConnectionConfig {
     pub confirm_window: usize,
     /// Capacity of the queue from handles to the connection driver. Default 1024.
     pub command_queue: usize,
-    /// TLS options from the URI, as given.
+    /// TLS options from the URI, as given. Used when `tls` is on and `tls_config` is `None`.
     pub tls_params: TlsParams,
+    /// TLS settings for `amqps://` (set with [`ConnectionConfig::with_tls`]); they replace the URI's
+    /// `tls_params`. `None` uses [`TlsConfig::from_params`] of `tls_params`. Setting this without
+    /// `tls` is an error, never a plain TCP connection.
+    pub tls_config: Option<TlsConfig>,
 }
 
 impl Default for ConnectionConfig {
@@ -130,6 +139,7 @@ impl Default for ConnectionConfig {
             confirm_window: 1000,
             command_queue: 1024,
             tls_params: TlsParams::default(),
+            tls_config: None,
         }
     }
 }
@@ -272,6 +282,15 @@ impl ConnectionConfig {
         self
     }
 
+    /// Connects over TLS with `tls` (see [`TlsConfig`]). This turns TLS on but keeps the port: an
+    /// `amqps://` URI already has 5671; with an `amqp://` URI or the default configuration, set the
+    /// broker's TLS port with [`with_port`](ConnectionConfig::with_port).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = true;
+        self.tls_config = Some(tls);
+        self
+    }
+
     /// Sets the largest message body accepted from the broker.
     pub fn with_max_message_size(mut self, bytes: u64) -> Self {
         self.max_message_size = bytes;
@@ -285,7 +304,9 @@ impl ConnectionConfig {
     }
 
     /// Checks the values the builders and public fields cannot check: `frame_max` is 0 or at least
-    /// 4096, the port and every timeout, queue and window are nonzero, the vhost fits in 255 bytes.
+    /// 4096, the port and every timeout, queue and window are nonzero, the vhost fits in 255 bytes;
+    /// `tls_config` is set only with `tls`, and with TLS on, the URI's TLS parameters make sense
+    /// together (`certfile` and `keyfile` both or neither).
     ///
     /// [`ConnectionConfig::from_uri`] calls this; call it yourself after setting fields by hand.
     /// Errors are [`ConfigError::InvalidParameter`] named after the field.
@@ -322,7 +343,23 @@ impl ConnectionConfig {
         if self.command_queue == 0 {
             return invalid("command_queue", &self.command_queue);
         }
+        if self.tls_config.is_some() && !self.tls {
+            // Never a silent plain TCP connection for a configuration that asks for TLS.
+            return invalid("tls", &format_args!("false, but tls_config is set"));
+        }
+        if self.tls {
+            self.effective_tls_config()?;
+        }
         Ok(())
+    }
+
+    /// The TLS settings a connection with this configuration uses when `tls` is on: `tls_config` if
+    /// set, else those of the URI's parameters ([`TlsConfig::from_params`]).
+    pub fn effective_tls_config(&self) -> Result<TlsConfig, ConfigError> {
+        match &self.tls_config {
+            Some(tls) => Ok(tls.clone()),
+            None => TlsConfig::from_params(&self.tls_params),
+        }
     }
 
     /// The connection's address as a URI for logs: `amqp://user:***@host:port/vhost`.
@@ -1061,6 +1098,43 @@ mod tests {
         );
         assert_invalid_param("amqps://h?verify=yes", "verify");
         assert_invalid_param("amqps://h?verify=VERIFY_NONE", "verify");
+    }
+
+    #[test]
+    fn tls_config() {
+        let tls = TlsConfig::new().trust_ca_file("/ca.pem");
+        let c = ConnectionConfig::default().with_tls(tls.clone());
+        assert!(c.tls);
+        assert_eq!(c.port, AMQP_PORT, "with_tls keeps the port");
+        assert_eq!(c.effective_tls_config().unwrap(), tls);
+        c.validate().unwrap();
+        // TLS settings without TLS is an error, not a plain connection.
+        let plain = ConnectionConfig {
+            tls: false,
+            ..c.clone()
+        };
+        assert!(matches!(
+            plain.validate(),
+            Err(ConfigError::InvalidParameter { name, .. }) if name == "tls"
+        ));
+        // Without a TlsConfig, the URI's parameters are used.
+        let c = parse("amqps://h?cacertfile=/ca.pem");
+        assert_eq!(c.effective_tls_config().unwrap(), tls);
+        assert_eq!(c.tls_config, None);
+    }
+
+    #[test]
+    fn tls_params_go_together() {
+        assert_invalid_param("amqps://h?certfile=/c.pem", "keyfile");
+        assert_invalid_param("amqps://h?keyfile=/k.pem", "certfile");
+        // Ignored (with a warning at connect) for amqp://.
+        assert_eq!(
+            parse("amqp://h?certfile=/c.pem")
+                .tls_params
+                .certfile
+                .as_deref(),
+            Some("/c.pem")
+        );
     }
 
     #[test]

@@ -82,6 +82,51 @@ pub enum Error {
     /// A decode error in data handed to the client (not from the network).
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// TLS could not be set up: the server's certificate was not trusted or not for this host, the
+    /// broker refused the handshake, the peer does not speak TLS, or a certificate file is unusable.
+    #[error("TLS error ({kind}): {message}")]
+    Tls {
+        /// What failed.
+        kind: TlsErrorKind,
+        /// What failed, in words, with a hint at the fix. Never contains key material.
+        message: String,
+    },
+}
+
+/// What failed in a TLS connection ([`Error::Tls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// The server's certificate does not chain to a trusted certificate authority.
+    UnknownIssuer,
+    /// The server's certificate is not valid for the host name (or server name) connected to.
+    NameMismatch,
+    /// The server's certificate was rejected for another reason: expired, not yet valid, revoked,
+    /// not for server authentication, malformed.
+    BadCertificate,
+    /// The broker refused the handshake (a TLS alert, or it closed the connection): typically it
+    /// requires a client certificate, or does not accept the one presented.
+    HandshakeRefused,
+    /// The peer does not speak TLS: an `amqps://` connection reached a plain AMQP (or other) port.
+    PlaintextPeer,
+    /// A CA certificate, client certificate or key file cannot be read or parsed.
+    CertificateFile,
+    /// Any other TLS failure.
+    Other,
+}
+
+impl fmt::Display for TlsErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsErrorKind::UnknownIssuer => "unknown issuer",
+            TlsErrorKind::NameMismatch => "name mismatch",
+            TlsErrorKind::BadCertificate => "bad certificate",
+            TlsErrorKind::HandshakeRefused => "handshake refused",
+            TlsErrorKind::PlaintextPeer => "peer does not speak TLS",
+            TlsErrorKind::CertificateFile => "certificate file",
+            TlsErrorKind::Other => "other",
+        })
+    }
 }
 
 /// Why the broker closed a connection or channel: `connection.close` / `channel.close` arguments.
@@ -155,12 +200,22 @@ impl Error {
                 | Error::AuthenticationFailed(_)
                 | Error::Handshake(_)
                 | Error::Connect { .. }
+                | Error::Tls { .. }
         )
+    }
+
+    /// What failed, if this is a TLS error.
+    pub fn tls_kind(&self) -> Option<TlsErrorKind> {
+        match self {
+            Error::Tls { kind, .. } => Some(*kind),
+            _ => None,
+        }
     }
 
     /// Whether retrying on a new connection may succeed: network failures, timeouts and broker-initiated
     /// connection closes (320 CONNECTION_FORCED on restart, resource errors) are; bad credentials, bad
-    /// arguments, soft errors and client-initiated closes are not.
+    /// arguments, TLS failures (certificates, refused handshakes), soft errors and client-initiated
+    /// closes are not.
     pub fn is_recoverable(&self) -> bool {
         match self {
             Error::Connect { .. }

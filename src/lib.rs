@@ -34,11 +34,13 @@ pub mod spec;
 
 pub use client::{
     options, Channel, Confirmation, Connection, Consumer, Delivery, GetMessage, PublishConfirm,
-    ReturnedMessage, ReturnedMessages,
+    ReturnedMessage, ReturnedMessages, TlsConfig,
 };
 pub use codec::{FieldTable, FieldValue, ShortStr};
 pub use config::ConnectionConfig;
-pub use error::{CloseReason, Error, Result};
+pub use error::{CloseReason, Error, Result, TlsErrorKind};
+/// The `rustls` crate coney uses, for building a [`TlsConfig::with_rustls_config`] of the matching version.
+pub use rustls;
 pub use spec::{BasicProperties, ReplyCode};
 
 #[doc(hidden)]

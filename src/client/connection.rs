@@ -1,35 +1,39 @@
 //! The connection handle and how it is established.
 
-use std::{sync::Arc, time::Duration};
+use std::{io::ErrorKind, sync::Arc, time::Duration};
 
 use bytes::BytesMut;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot, watch},
     time::Instant,
 };
 use tracing::{debug, info, Instrument};
 
 use crate::{
-    client::Channel,
+    client::{tls, Channel},
     codec::FieldTable,
     config::{AuthMechanism, ConnectionConfig},
     error::{CloseReason, Error},
     io::{
         command::{Command, ConnectionShared, RpcReply},
         driver::Driver,
+        transport::{self, Transport},
     },
     proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences, Tuned},
     spec::ReplyCode,
 };
+
+/// TLS record content types (RFC 8446 §5.1): what a TLS server sends to a client that is not speaking TLS.
+const TLS_ALERT: u8 = 0x15;
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A connection to a broker: a cheap, cloneable handle to the driver task that owns the socket.
 ///
 /// Created by [`Connection::connect`]; the handshake (TCP connect, SASL, tuning, vhost open) completes
 /// within `connection_timeout` or fails with a typed error ([`Error::AuthenticationFailed`] for bad
 /// credentials, [`Error::ConnectionClosed`] with 530 for a forbidden vhost, [`Error::Connect`] or
-/// [`Error::Timeout`] for an unreachable broker).
+/// [`Error::Timeout`] for an unreachable broker, [`Error::Tls`] for a failed TLS handshake).
 ///
 /// The connection stays open while any handle on it lives (this, its [`Channel`]s, their consumers).
 /// [`Connection::close`] closes it at once, cleanly (close/close-ok, bounded by `close_timeout`); dropping
@@ -53,100 +57,17 @@ impl Connection {
     }
 
     /// Connects with a typed configuration.
+    ///
+    /// With `config.tls` (an `amqps://` URI, or [`ConnectionConfig::with_tls`]), the TLS handshake
+    /// runs right after the TCP connect, within the same `connection_timeout`; it fails with
+    /// [`Error::Tls`] saying what went wrong, and never falls back to plain TCP.
     pub async fn connect_with(config: ConnectionConfig) -> Result<Connection, Error> {
         config.validate()?;
-        if config.tls {
-            return Err(Error::InvalidArgument(
-                "amqps:// (TLS) is not supported yet; it will never fall back to plain TCP".into(),
-            ));
-        }
-        let span = tracing::info_span!("coney.connection", peer = %config.redacted_uri());
         let deadline = Instant::now() + config.connection_timeout;
-        let addr = format!("{}:{}", config.host, config.port);
-        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(Error::Connect {
-                    addr,
-                    source: Arc::new(e),
-                })
-            }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "TCP connect",
-                    after: config.connection_timeout,
-                })
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
-        let params = handshake_params(&config);
-        let mut proto = proto::Connection::new(params, Instant::now().into_std());
-        let mut read_buf = BytesMut::with_capacity(64 * 1024);
-        let handshake = async {
-            loop {
-                if !proto.transmit().is_empty() {
-                    let out = proto.transmit().split();
-                    writer.write_all(&out).await.map_err(Error::io)?;
-                    proto.on_transmit(Instant::now().into_std());
-                }
-                if let Some(Event::Opened {
-                    server_properties,
-                    tuned,
-                }) = proto.poll_event()
-                {
-                    return Ok((server_properties, tuned));
-                }
-                let n = reader.read_buf(&mut read_buf).await.map_err(Error::io)?;
-                if n == 0 {
-                    return Err(Error::Handshake(
-                        "the broker closed the socket during the handshake (is this an AMQP 0-9-1 port?)".into(),
-                    ));
-                }
-                if let Err(e) = proto.handle_input(&mut read_buf, Instant::now().into_std()) {
-                    // Answer (close-ok, or our close) before giving up, best effort.
-                    let out = proto.transmit().split();
-                    let _ = writer.write_all(&out).await;
-                    return Err(handshake_error(e));
-                }
-            }
-        };
-        let (server_properties, tuned) = match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "the AMQP handshake",
-                    after: config.connection_timeout,
-                })
-            }
-        };
-        span.in_scope(|| info!(?tuned, "connected"));
-        let (tx, rx) = mpsc::channel(config.command_queue.max(1));
-        let shared = Arc::new(ConnectionShared {
-            server_properties,
-            tuned,
-            blocked: watch::channel(None).0,
-            error: Default::default(),
-        });
-        let driver = Driver::new(
-            reader,
-            writer,
-            proto,
-            read_buf,
-            rx,
-            tx.downgrade(),
-            shared.clone(),
-            config.confirm_window.max(1),
-            config.close_timeout,
-        );
-        tokio::spawn(driver.run().instrument(span));
-        Ok(Connection {
-            inner: Arc::new(ConnectionInner {
-                commands: tx,
-                shared,
-                config: Arc::new(config),
-            }),
-        })
+        match transport::connect(&config, deadline).await? {
+            Transport::Tcp(reader, writer) => open(config, reader, writer, deadline).await,
+            Transport::Tls(reader, writer) => open(config, reader, writer, deadline).await,
+        }
     }
 
     /// Opens a new channel.
@@ -248,6 +169,112 @@ impl std::fmt::Debug for Connection {
             .field("open", &self.is_open())
             .finish()
     }
+}
+
+/// Runs the AMQP handshake on a connected stream, then hands the stream to a new driver task.
+async fn open<R, W>(
+    config: ConnectionConfig,
+    mut reader: R,
+    mut writer: W,
+    deadline: Instant,
+) -> Result<Connection, Error>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("coney.connection", peer = %config.redacted_uri());
+    let params = handshake_params(&config);
+    let mut proto = proto::Connection::new(params, Instant::now().into_std());
+    let mut read_buf = BytesMut::with_capacity(64 * 1024);
+    let handshake = async {
+        let mut first_read = true;
+        loop {
+            if !proto.transmit().is_empty() {
+                let out = proto.transmit().split();
+                writer.write_all(&out).await.map_err(tls::io_error)?;
+                // A TLS stream may still hold records of what was written.
+                writer.flush().await.map_err(tls::io_error)?;
+                proto.on_transmit(Instant::now().into_std());
+            }
+            if let Some(Event::Opened {
+                server_properties,
+                tuned,
+            }) = proto.poll_event()
+            {
+                return Ok((server_properties, tuned));
+            }
+            let n = match reader.read_buf(&mut read_buf).await {
+                Ok(n) => n,
+                Err(e) if first_read && !config.tls && e.kind() == ErrorKind::ConnectionReset => {
+                    return Err(Error::Handshake(
+                        "the server reset the connection before answering the AMQP header (is this \
+                         an AMQP 0-9-1 port? a TLS port needs amqps://)"
+                            .into(),
+                    ))
+                }
+                Err(e) => return Err(tls::io_error(e)),
+            };
+            if n == 0 {
+                return Err(Error::Handshake(if config.tls {
+                    "the broker closed the TLS connection during the AMQP handshake".into()
+                } else {
+                    "the broker closed the socket during the handshake (is this an AMQP 0-9-1 \
+                     port? a TLS port needs amqps://)"
+                        .into()
+                }));
+            }
+            if first_read && !config.tls && matches!(read_buf[0], TLS_ALERT | TLS_HANDSHAKE) {
+                return Err(Error::Handshake(
+                    "the server answered with TLS: this is a TLS port, connect with amqps://"
+                        .into(),
+                ));
+            }
+            first_read = false;
+            if let Err(e) = proto.handle_input(&mut read_buf, Instant::now().into_std()) {
+                // Answer (close-ok, or our close) before giving up, best effort.
+                let out = proto.transmit().split();
+                let _ = writer.write_all(&out).await;
+                let _ = writer.flush().await;
+                return Err(handshake_error(e));
+            }
+        }
+    };
+    let (server_properties, tuned) = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(Error::Timeout {
+                what: "the AMQP handshake",
+                after: config.connection_timeout,
+            })
+        }
+    };
+    span.in_scope(|| info!(?tuned, tls = config.tls, "connected"));
+    let (tx, rx) = mpsc::channel(config.command_queue.max(1));
+    let shared = Arc::new(ConnectionShared {
+        server_properties,
+        tuned,
+        blocked: watch::channel(None).0,
+        error: Default::default(),
+    });
+    let driver = Driver::new(
+        reader,
+        writer,
+        proto,
+        read_buf,
+        rx,
+        tx.downgrade(),
+        shared.clone(),
+        config.confirm_window.max(1),
+        config.close_timeout,
+    );
+    tokio::spawn(driver.run().instrument(span));
+    Ok(Connection {
+        inner: Arc::new(ConnectionInner {
+            commands: tx,
+            shared,
+            config: Arc::new(config),
+        }),
+    })
 }
 
 fn handshake_params(config: &ConnectionConfig) -> HandshakeParams {

@@ -6,6 +6,7 @@ mod consumer;
 mod delivery;
 pub mod options;
 mod publish;
+pub(crate) mod tls;
 
 pub use channel::{Channel, ReturnedMessages};
 pub use connection::Connection;
@@ -13,3 +14,4 @@ pub use consumer::Consumer;
 pub(crate) use delivery::DeliveryAcker;
 pub use delivery::{Delivery, GetMessage};
 pub use publish::{Confirmation, PublishConfirm, ReturnedMessage};
+pub use tls::TlsConfig;

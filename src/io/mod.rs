@@ -1,4 +1,6 @@
-//! The only layer with sockets: the connection driver task and what handles send it.
+//! The only layer with sockets: the transport (TCP, TLS), the connection driver task and what handles
+//! send it.
 
 pub(crate) mod command;
 pub(crate) mod driver;
+pub(crate) mod transport;
