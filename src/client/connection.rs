@@ -187,13 +187,20 @@ where
     let mut proto = proto::Connection::new(params, Instant::now().into_std());
     let mut read_buf = BytesMut::with_capacity(64 * 1024);
     let handshake = async {
-        let mut first_read = true;
+        // Until the broker's first byte, a closed or reset connection says something about the port
+        // or the TLS session rather than about AMQP.
+        let mut received_any = false;
         loop {
             if !proto.transmit().is_empty() {
                 let out = proto.transmit().split();
-                writer.write_all(&out).await.map_err(tls::io_error)?;
-                // A TLS stream may still hold records of what was written.
-                writer.flush().await.map_err(tls::io_error)?;
+                let written = async {
+                    writer.write_all(&out).await?;
+                    // A TLS stream may still hold records of what was written.
+                    writer.flush().await
+                };
+                written
+                    .await
+                    .map_err(|e| early_io_error(e, config.tls, received_any))?;
                 proto.on_transmit(Instant::now().into_std());
             }
             if let Some(Event::Opened {
@@ -203,33 +210,30 @@ where
             {
                 return Ok((server_properties, tuned));
             }
-            let n = match reader.read_buf(&mut read_buf).await {
-                Ok(n) => n,
-                Err(e) if first_read && !config.tls && e.kind() == ErrorKind::ConnectionReset => {
-                    return Err(Error::Handshake(
-                        "the server reset the connection before answering the AMQP header (is this \
-                         an AMQP 0-9-1 port? a TLS port needs amqps://)"
-                            .into(),
-                    ))
-                }
-                Err(e) => return Err(tls::io_error(e)),
-            };
+            let n = reader
+                .read_buf(&mut read_buf)
+                .await
+                .map_err(|e| early_io_error(e, config.tls, received_any))?;
             if n == 0 {
-                return Err(Error::Handshake(if config.tls {
-                    "the broker closed the TLS connection during the AMQP handshake".into()
-                } else {
-                    "the broker closed the socket during the handshake (is this an AMQP 0-9-1 \
-                     port? a TLS port needs amqps://)"
-                        .into()
-                }));
+                return Err(match (config.tls, received_any) {
+                    (true, false) => tls::closed_after_handshake(),
+                    (true, true) => Error::Handshake(
+                        "the broker closed the TLS connection during the AMQP handshake".into(),
+                    ),
+                    (false, _) => Error::Handshake(
+                        "the broker closed the socket during the handshake (is this an AMQP 0-9-1 \
+                         port? a TLS port needs amqps://)"
+                            .into(),
+                    ),
+                });
             }
-            if first_read && !config.tls && matches!(read_buf[0], TLS_ALERT | TLS_HANDSHAKE) {
+            if !received_any && !config.tls && matches!(read_buf[0], TLS_ALERT | TLS_HANDSHAKE) {
                 return Err(Error::Handshake(
                     "the server answered with TLS: this is a TLS port, connect with amqps://"
                         .into(),
                 ));
             }
-            first_read = false;
+            received_any = true;
             if let Err(e) = proto.handle_input(&mut read_buf, Instant::now().into_std()) {
                 // Answer (close-ok, or our close) before giving up, best effort.
                 let out = proto.transmit().split();
@@ -298,6 +302,31 @@ fn handshake_params(config: &ConnectionConfig) -> HandshakeParams {
     }
 }
 
+/// An I/O error during the AMQP handshake. Before the broker's first byte, a reset or end of stream
+/// means, on TCP, that this is probably not an AMQP port, and over TLS, that the broker refused the
+/// session after the TLS handshake (see [`tls::closed_after_handshake`]).
+fn early_io_error(e: std::io::Error, tls: bool, received_any: bool) -> Error {
+    let closed = matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::UnexpectedEof
+            | ErrorKind::BrokenPipe
+    );
+    if received_any || !closed || tls::is_rustls_error(&e) {
+        return tls::io_error(e);
+    }
+    if tls {
+        tls::closed_after_handshake()
+    } else {
+        Error::Handshake(
+            "the server reset the connection before answering the AMQP header (is this an AMQP \
+             0-9-1 port? a TLS port needs amqps://)"
+                .into(),
+        )
+    }
+}
+
 fn handshake_error(e: ConnectionError) -> Error {
     match e {
         ConnectionError::ServerClosed(close) => {
@@ -311,5 +340,38 @@ fn handshake_error(e: ConnectionError) -> Error {
         ConnectionError::Violation { code, text } => Error::Protocol { code, text },
         ConnectionError::HeartbeatTimeout(d) => Error::MissedHeartbeats(d),
         ConnectionError::Handshake(text) => Error::Handshake(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+    use crate::error::TlsErrorKind;
+
+    #[test]
+    fn early_closes_say_what_they_probably_mean() {
+        let reset = || io::Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(
+            early_io_error(reset(), true, false).tls_kind(),
+            Some(TlsErrorKind::HandshakeRefused)
+        );
+        assert!(
+            matches!(early_io_error(reset(), false, false), Error::Handshake(t) if t.contains("amqps://"))
+        );
+        // Once the broker has answered, a reset is an I/O error like any other.
+        assert!(matches!(early_io_error(reset(), true, true), Error::Io(_)));
+        assert!(matches!(
+            early_io_error(io::Error::from(ErrorKind::TimedOut), true, false),
+            Error::Io(_)
+        ));
+        // A TLS alert that did arrive is reported as such.
+        let alert = io::Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        );
+        let e = early_io_error(alert, true, false);
+        assert!(e.to_string().contains("UnknownCA"), "{e}");
     }
 }

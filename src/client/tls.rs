@@ -431,13 +431,31 @@ pub(crate) fn io_error(e: std::io::Error) -> Error {
     }
 }
 
+/// Whether `e` carries a [`rustls::Error`].
+pub(crate) fn is_rustls_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+/// The broker closed or reset the connection after the TLS handshake completed and before it
+/// answered the AMQP protocol header.
+///
+/// In TLS 1.3 the client's side of the handshake is over before the server has checked the client
+/// certificate; a server that rejects it (or requires one) sends an alert and closes. RabbitMQ
+/// closes with SO_LINGER 0, so the alert is often lost in the reset, and this is all that is seen.
+pub(crate) fn closed_after_handshake() -> Error {
+    tls_error(
+        TlsErrorKind::HandshakeRefused,
+        "the broker closed the connection right after the TLS handshake, before answering the \
+         AMQP header: it most likely refused the client certificate, or requires one"
+            .to_owned(),
+    )
+}
+
 /// An I/O error while the TLS handshake itself runs: as [`io_error`], and an early end of stream
 /// means the server gave up on the handshake.
 pub(crate) fn handshake_io_error(e: std::io::Error) -> Error {
-    let from_rustls = e
-        .get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-    if e.kind() == std::io::ErrorKind::UnexpectedEof && !from_rustls {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof && !is_rustls_error(&e) {
         return tls_error(
             TlsErrorKind::HandshakeRefused,
             "the server closed the connection during the TLS handshake (is this a TLS port?)"
