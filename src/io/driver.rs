@@ -80,6 +80,9 @@ pub(crate) struct Driver<R, W> {
     closing_deadline: Option<Instant>,
     close_timeout: Duration,
     commands_closed: bool,
+    /// Bytes were written since the last flush. A TLS writer may accept bytes into its own buffer when
+    /// the socket is full; flushing pushes them out even while nothing else is written or read.
+    needs_flush: bool,
 }
 
 impl<R, W> Driver<R, W>
@@ -118,6 +121,7 @@ where
             closing_deadline: None,
             close_timeout,
             commands_closed: false,
+            needs_flush: false,
         }
     }
 
@@ -209,16 +213,19 @@ where
             let paused = self.parked.is_some();
             tokio::select! {
                 biased;
-                res = self.writer.write(&self.write_buf), if !self.write_buf.is_empty() => {
-                    let n = res.map_err(Error::io)?;
-                    if n == 0 {
-                        return Err(Error::io(std::io::ErrorKind::WriteZero.into()));
+                res = write_or_flush(&mut self.writer, &self.write_buf), if !self.write_buf.is_empty() || self.needs_flush => {
+                    match res.map_err(Error::io)? {
+                        Some(0) => return Err(Error::io(std::io::ErrorKind::WriteZero.into())),
+                        Some(n) => {
+                            let _ = self.write_buf.split_to(n);
+                            if self.write_buf.is_empty() {
+                                self.write_buf.clear();
+                            }
+                            self.needs_flush = true;
+                            self.proto.on_transmit(std::time::Instant::now());
+                        }
+                        None => self.needs_flush = false,
                     }
-                    let _ = self.write_buf.split_to(n);
-                    if self.write_buf.is_empty() {
-                        self.write_buf.clear();
-                    }
-                    self.proto.on_transmit(std::time::Instant::now());
                 }
                 res = read_into(&mut self.reader, &mut self.read_buf), if !paused => {
                     let n = res.map_err(Error::io)?;
@@ -859,6 +866,18 @@ fn fail_command(cmd: Command, error: &Error) {
             let _ = reply.send(Ok(()));
         }
         _ => {}
+    }
+}
+
+/// Writes from `buf` (`Some(n)` bytes taken) or, when it is empty, flushes the writer (`None`).
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buf: &[u8],
+) -> std::io::Result<Option<usize>> {
+    if buf.is_empty() {
+        writer.flush().await.map(|()| None)
+    } else {
+        writer.write(buf).await.map(Some)
     }
 }
 
