@@ -7,11 +7,14 @@
 //! `tests/fuzz_corpus.rs` replays every saved input through [`check`], so `cargo test` catches a
 //! regression without the fuzzer.
 
+use std::time::{Duration, Instant};
+
 use bytes::BytesMut;
 
 use crate::{
-    codec::{decode, encode},
+    codec::{decode, encode, FieldTable, LongStr},
     frame::{ContentHeader, Frame, FrameDecoder, FrameError, FRAME_OVERHEAD},
+    proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences},
     spec::{self, Method},
 };
 
@@ -24,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("method_decode", check_method_decode),
     ("field_table", check_field_table),
     ("content_header", check_content_header),
+    ("connection", check_connection),
 ];
 
 /// The frame size limits `frame_decode` runs with: the pre-tune minimum and RabbitMQ's default frame_max.
@@ -209,4 +213,131 @@ fn decode_one(
     );
     assert!(encoded.is_empty(), "re-encoded frame leaves bytes over");
     Ok(Some((frame, consumed)))
+}
+
+/// The largest message the `connection` target's client accepts.
+const FUZZ_MAX_MESSAGE: u64 = 64 * 1024;
+
+/// `data` is what a server sends after a valid handshake (channels 1 and 2 open, 3 opening).
+///
+/// The connection state machine must not panic; once it reports an error it stays failed; every
+/// completed message is within the client's size limit and on a channel the client opened; what it queues
+/// to send stays proportional to what it was sent; timeouts later on never panic.
+pub fn check_connection(data: &[u8]) {
+    let t0 = Instant::now();
+    let mut conn = handshaken_connection(t0);
+    let mut buf = BytesMut::from(data);
+    let result = conn.handle_input(&mut buf, t0);
+    let mut events = 0usize;
+    while let Some(event) = conn.poll_event() {
+        events += 1;
+        match event {
+            Event::Content { channel, content } => {
+                assert!(
+                    matches!(channel, 1..=3),
+                    "content on channel {channel} that was never opened"
+                );
+                assert!(
+                    content.body.len() as u64 <= FUZZ_MAX_MESSAGE,
+                    "message over the client's limit"
+                );
+                assert_eq!(
+                    content.body.len() as u64,
+                    content.header.body_size,
+                    "body differs from its header"
+                );
+            }
+            Event::Method { channel: 0, method } => {
+                assert_eq!(
+                    method.class_id(),
+                    spec::connection::CLASS_ID,
+                    "{} on channel 0",
+                    method.name()
+                );
+            }
+            Event::Method { channel, .. } | Event::ChannelClosed { channel, .. } => {
+                assert!(
+                    matches!(channel, 1..=3),
+                    "event on channel {channel} that was never opened"
+                );
+            }
+            Event::Opened { .. } => panic!("opened twice"),
+            _ => {}
+        }
+    }
+    assert!(events <= data.len(), "more events than bytes");
+    let queued = conn.transmit().len();
+    // Each frame the server sends is at least 8 bytes and earns at most one small answer (close-ok,
+    // flow-ok, connection.close with a 255-byte text).
+    assert!(
+        queued <= 4096 + data.len() * 40,
+        "{queued} bytes queued for {} received",
+        data.len()
+    );
+    if let Err(e) = &result {
+        if let ConnectionError::Violation { code, .. } = e {
+            assert!(
+                (500..600).contains(&code.code()) || code.code() == 311,
+                "violation closed with {code}"
+            );
+        }
+        // A failed connection ignores whatever else arrives.
+        let mut more = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 206][..]);
+        let _ = conn.handle_input(&mut more, t0);
+    }
+    for secs in [1, 5, 20, 40] {
+        let _ = conn.handle_timeout(t0 + Duration::from_secs(secs), false);
+    }
+}
+
+/// A client connection after start/tune/open-ok, with channels 1 and 2 open and 3 awaiting open-ok.
+fn handshaken_connection(t0: Instant) -> proto::Connection {
+    let params = HandshakeParams {
+        mechanism: Mechanism::Plain,
+        username: "guest".into(),
+        password: "guest".into(),
+        vhost: "/".into(),
+        locale: "en_US".into(),
+        connection_name: None,
+        tune: TunePreferences {
+            channel_max: 0,
+            frame_max: 0,
+            heartbeat: Some(10),
+        },
+        max_message_size: FUZZ_MAX_MESSAGE,
+    };
+    let mut conn = proto::Connection::new(params, t0);
+    let mut server = BytesMut::new();
+    let start = spec::connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: FieldTable::new().with("product", "fuzz"),
+        mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+        locales: LongStr::from("en_US"),
+    };
+    let tune = spec::connection::Tune {
+        channel_max: 16,
+        frame_max: 8192,
+        heartbeat: 10,
+    };
+    for method in [
+        Method::from(start),
+        tune.into(),
+        spec::connection::OpenOk.into(),
+    ] {
+        crate::frame::encode_method(&mut server, 0, &method);
+    }
+    conn.handle_input(&mut server, t0)
+        .expect("scripted handshake");
+    for id in 1..=3 {
+        conn.open_channel(id);
+    }
+    for id in 1..=2 {
+        crate::frame::encode_method(&mut server, id, &spec::channel::OpenOk.into());
+    }
+    conn.handle_input(&mut server, t0)
+        .expect("scripted channel opens");
+    while conn.poll_event().is_some() {}
+    conn.transmit().clear();
+    conn
 }
