@@ -48,9 +48,13 @@ pub enum Mode {
 }
 
 /// A fake broker serving one connection.
+///
+/// Dropping it stops the thread (and with it the socket) at once, so nothing from one run (a client still
+/// reading a stream, a blaster still writing) burns CPU during the next.
 pub struct FakeBroker {
     pub addr: SocketAddr,
     pub clock: ThreadClock,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -61,6 +65,7 @@ impl FakeBroker {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("fake-broker".into())
             .spawn(move || {
@@ -69,7 +74,7 @@ impl FakeBroker {
                     .enable_all()
                     .build()
                     .expect("fake broker runtime");
-                rt.block_on(async move {
+                let served = async move {
                     let listener = TcpListener::from_std(listener).expect("tokio listener");
                     let accepted =
                         tokio::time::timeout(Duration::from_secs(30), listener.accept()).await;
@@ -80,13 +85,22 @@ impl FakeBroker {
                     // A run never needs more than this; a stuck client must not keep the thread alive.
                     let _ =
                         tokio::time::timeout(Duration::from_secs(300), serve(stream, mode)).await;
+                };
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = served => {}
+                        _ = stop => {}
+                    }
                 });
+                // Dropping the runtime cancels the writer task and closes the socket.
+                drop(rt);
             })
             .expect("spawn fake broker");
         let clock = rx.recv().expect("fake broker clock");
         FakeBroker {
             addr,
             clock,
+            shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
@@ -94,8 +108,12 @@ impl FakeBroker {
 
 impl Drop for FakeBroker {
     fn drop(&mut self) {
-        // The thread ends when its client disconnects (or after its own timeouts); don't block on it.
-        drop(self.thread.take());
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

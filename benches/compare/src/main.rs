@@ -148,6 +148,8 @@ struct Opts {
     real: bool,
     fake: bool,
     sizes: Option<Vec<usize>>,
+    /// Run the clients on a current-thread runtime instead of two worker threads.
+    current_thread: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -164,6 +166,7 @@ fn parse_args() -> Result<Opts, String> {
         real: true,
         fake: true,
         sizes: None,
+        current_thread: false,
     };
     let mut secs_given = false;
     let mut args = std::env::args().skip(1);
@@ -206,10 +209,12 @@ fn parse_args() -> Result<Opts, String> {
             }
             "--no-real" => o.real = false,
             "--no-fake" => o.fake = false,
+            "--current-thread" => o.current_thread = true,
             "-h" | "--help" => {
                 println!(
                     "usage: coney-compare [--quick] [--secs S] [--runs N] [--only KIND,..] \
-                     [--libs coney,lapin,amqprs] [--sizes 16,1k,64k,1m] [--broker HOST:PORT] [--no-real] [--no-fake]\n\
+                     [--libs coney,lapin,amqprs] [--sizes 16,1k,64k,1m] [--broker HOST:PORT] [--no-real] [--no-fake] \
+                     [--current-thread]\n\
                      kinds: publish publish-confirm consume round-trip fake-deliver fake-publish \
                      fake-publish-confirm raw-read raw-write"
                 );
@@ -290,11 +295,17 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = if opts.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     runtime.block_on(run(opts));
 }
 
@@ -318,7 +329,10 @@ async fn run(opts: Opts) {
     let broker_version = admin.as_ref().map(|c| {
         c.server_properties()
             .get("version")
-            .map(|v| format!("{v:?}"))
+            .and_then(|v| match v {
+                coney::FieldValue::LongStr(s) => s.as_str().map(str::to_string),
+                _ => None,
+            })
             .unwrap_or_else(|| "?".into())
     });
     let admin_channel = match &admin {
@@ -777,10 +791,16 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "- {} run(s) of about {} s per library and scenario, libraries interleaved; medians; took {:.0} s",
+        "- {} run(s) of about {} s per library and scenario, libraries interleaved; medians; took {:.0} s; \
+         clients on a {} tokio runtime",
         opts.runs,
         opts.secs,
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        if opts.current_thread {
+            "current-thread"
+        } else {
+            "2-worker multi-thread"
+        }
     );
     let _ = writeln!(
         out,
