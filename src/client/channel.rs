@@ -489,19 +489,24 @@ impl Channel {
         self.wait_until_publishable(timeout).await?;
         let shared = &self.inner.shared;
         let (confirm, result) = if shared.confirm_mode.load(Ordering::Acquire) {
-            let permit =
-                match tokio::time::timeout(timeout, shared.confirm_window.clone().acquire_owned())
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(shared.error()),
-                    Err(_) => {
-                        return Err(Error::Timeout {
-                            what: "room in the confirm window",
-                            after: timeout,
-                        })
-                    }
-                };
+            let window = shared.confirm_window.clone();
+            let permit = match window.clone().try_acquire_owned() {
+                Ok(p) => Ok(Ok(p)),
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(shared.error()),
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    tokio::time::timeout(timeout, window.acquire_owned()).await
+                }
+            };
+            let permit = match permit {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(shared.error()),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        what: "room in the confirm window",
+                        after: timeout,
+                    })
+                }
+            };
             let (tx, rx) = oneshot::channel();
             (
                 Some(ConfirmWaiter {
@@ -526,6 +531,11 @@ impl Channel {
     }
 
     async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
+        // The common case, neither blocked nor flow-stopped, is two uncontended read locks; a receiver
+        // (and its wake-up bookkeeping) is made only when there is something to wait for.
+        if self.inner.conn.shared.blocked.borrow().is_none() && *self.inner.shared.flow.borrow() {
+            return Ok(());
+        }
         let mut blocked = self.inner.conn.shared.blocked.subscribe();
         if blocked.borrow().is_some() {
             let reason = blocked.borrow().clone().unwrap_or_default();

@@ -149,6 +149,12 @@ impl Connection {
 
 impl ConnectionInner {
     pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
+        // Fast path: a queue with room needs no timer (arming one costs more than the send).
+        let cmd = match self.commands.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.error()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
         let timeout = self.config.rpc_timeout;
         match tokio::time::timeout(timeout, self.commands.send(cmd)).await {
             Ok(Ok(())) => Ok(()),

@@ -62,6 +62,11 @@ impl DeliveryAcker {
             method,
             consumer: None,
         };
+        let cmd = match tx.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::StaleDelivery(tag)),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+        };
         match tokio::time::timeout(ACK_SEND_TIMEOUT, tx.send(cmd)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Error::StaleDelivery(tag)),

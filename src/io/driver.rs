@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot},
@@ -217,7 +217,9 @@ where
                     match res.map_err(Error::io)? {
                         Some(0) => return Err(Error::io(std::io::ErrorKind::WriteZero.into())),
                         Some(n) => {
-                            let _ = self.write_buf.split_to(n);
+                            // `advance`, not `split_to`: once the buffer drains, `clear` lets the next
+                            // `reserve` reuse this allocation instead of mapping fresh pages per message.
+                            self.write_buf.advance(n);
                             if self.write_buf.is_empty() {
                                 self.write_buf.clear();
                             }
