@@ -45,7 +45,8 @@ const UNLIMITED_PREFETCH_BUFFER: usize = 256;
 /// reply code; the connection and other channels carry on.
 ///
 /// The channel closes when [`Channel::close`] is called, when the broker closes it, or when the last
-/// handle (including consumers and their deliveries) is dropped.
+/// handle (including its consumers) is dropped. A [`Delivery`](crate::Delivery) does not keep the channel
+/// open: once it closes, acking the delivery returns [`Error::StaleDelivery`] and sends nothing.
 #[derive(Clone)]
 pub struct Channel {
     inner: Arc<ChannelInner>,

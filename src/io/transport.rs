@@ -85,9 +85,8 @@ pub(crate) async fn connect(
 
 /// The read half of a TLS stream.
 ///
-/// Polling it also flushes TLS records that an earlier write left unsent: a TLS write may accept
-/// plaintext while the socket is full and keep the encrypted records, and the driver polls the writer
-/// only while it has bytes of its own to write; its reader is polled all the time.
+/// (A TLS write may accept plaintext while the socket is full and keep the encrypted records; the driver
+/// flushes its writer after every write until the flush completes, so nothing is left behind.)
 pub(crate) struct TlsReader(Arc<Mutex<TlsStream<TcpStream>>>);
 
 /// The write half of a TLS stream.
@@ -105,11 +104,7 @@ impl AsyncRead for TlsReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut stream = lock(&self.0);
-        if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
-            return Poll::Ready(Err(e));
-        }
-        Pin::new(&mut *stream).poll_read(cx, buf)
+        Pin::new(&mut *lock(&self.0)).poll_read(cx, buf)
     }
 }
 
