@@ -16,7 +16,7 @@ use coney::{
         FrameDecoder,
     },
     proto::{
-        ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams, Mechanism,
+        ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams, Mechanism, Outbox,
         TunePreferences, Tuned,
     },
     spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
@@ -51,7 +51,7 @@ fn handshake_happy_path() {
     let mut s = Script::new(params(prefs));
 
     // The protocol header goes first, and nothing else until the server speaks.
-    assert_eq!(&s.conn.transmit()[..], &spec::PROTOCOL_HEADER[..]);
+    assert_eq!(&s.conn.transmit().chunk()[..], &spec::PROTOCOL_HEADER[..]);
     s.take_protocol_header();
     assert!(!s.conn.is_open());
     assert_eq!(s.conn.poll_timeout(), None, "no heartbeats before tuning");
@@ -1176,7 +1176,8 @@ fn send_publish_splits_the_body_at_frame_max_minus_8() {
             mandatory: true,
             immediate: false,
         };
-        s.conn.send_publish(1, &publish, &properties(), &body);
+        s.conn
+            .send_publish(1, &publish, &properties(), &Bytes::from(body.clone()));
         // Decoded with the negotiated limit: every frame fits in frame-max.
         let frames = s.received_with(FrameDecoder::new(4096));
         let expected_bodies = len.div_ceil(4088);
@@ -1220,21 +1221,41 @@ fn send_publish_splits_the_body_at_frame_max_minus_8() {
 
 #[test]
 fn send_publish_and_send_content_produce_the_same_bytes() {
+    same_bytes_from_send_publish_and_send_content(4096, 9000);
+}
+
+/// Bodies whose frames are at least `Outbox::SHARE_MIN` long go out as shared segments, not copies; the
+/// bytes on the wire must be the same.
+#[test]
+fn send_publish_shares_large_bodies_and_produces_the_same_bytes() {
+    for len in [
+        Outbox::SHARE_MIN - 1,
+        Outbox::SHARE_MIN,
+        131_064,
+        131_065,
+        1 << 20,
+    ] {
+        same_bytes_from_send_publish_and_send_content(131_072, len);
+    }
+}
+
+fn same_bytes_from_send_publish_and_send_content(frame_max: u32, len: usize) {
     let (mut s, _) = Script::open(
         NO_PREFS,
         Tuned {
-            frame_max: 4096,
+            frame_max,
             ..RABBIT_TUNE
         },
     );
-    let body = pattern(9000);
+    let body = pattern(len);
     let publish = basic::Publish {
         exchange: ShortStr::from_static(""),
         routing_key: ShortStr::from_static("q"),
         mandatory: false,
         immediate: false,
     };
-    s.conn.send_publish(2, &publish, &properties(), &body);
+    s.conn
+        .send_publish(2, &publish, &properties(), &Bytes::from(body.clone()));
     let fast = s.conn.transmit().split();
     s.conn
         .send_content(2, &publish.clone().into(), &properties(), &body);
@@ -1260,7 +1281,8 @@ fn send_publish_with_frame_max_zero_uses_a_sane_split() {
         mandatory: false,
         immediate: false,
     };
-    s.conn.send_publish(1, &publish, &properties(), &body);
+    s.conn
+        .send_publish(1, &publish, &properties(), &Bytes::from(body.clone()));
     let frames = s.received_with(FrameDecoder::new(u32::MAX));
     let bodies: Vec<&Bytes> = frames
         .iter()
@@ -1437,10 +1459,10 @@ impl Script {
     fn take_protocol_header(&mut self) {
         let out = self.conn.transmit();
         assert!(
-            out.starts_with(&spec::PROTOCOL_HEADER),
+            out.chunk().starts_with(&spec::PROTOCOL_HEADER),
             "the protocol header goes first: {out:?}"
         );
-        let _ = out.split_to(spec::PROTOCOL_HEADER.len());
+        out.advance(spec::PROTOCOL_HEADER.len());
         self.conn.on_transmit(self.now);
     }
 
@@ -1486,11 +1508,10 @@ impl Script {
     }
 
     fn received_with(&mut self, decoder: FrameDecoder) -> Vec<Frame> {
-        let mut copy = BytesMut::from(&self.conn.transmit()[..]);
+        let mut copy = self.conn.transmit().split();
         if copy.is_empty() {
             return Vec::new();
         }
-        self.conn.transmit().clear();
         self.conn.on_transmit(self.now);
         let mut frames = Vec::new();
         while let Some(frame) = decoder

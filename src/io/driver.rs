@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot},
@@ -27,7 +27,10 @@ use crate::{
     io::command::{
         ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
     },
-    proto::{self, ChannelCloseCause, ChannelIds, ConfirmTracker, ConnectionError, Content, Event},
+    proto::{
+        self, ChannelCloseCause, ChannelIds, ConfirmTracker, ConnectionError, Content, Event,
+        Outbox,
+    },
     spec::{basic, channel, Method, ReplyCode},
 };
 
@@ -35,8 +38,11 @@ use crate::{
 const COMMAND_BATCH: usize = 256;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
-/// Above this many unwritten bytes the driver stops taking commands until the socket drains.
+/// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
+/// commands until the socket drains.
 const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
+/// The most slices handed to one vectored write.
+const MAX_IO_SLICES: usize = 64;
 
 struct PendingRpc {
     method: Option<Method>,
@@ -66,7 +72,7 @@ pub(crate) struct Driver<R, W> {
     writer: W,
     proto: proto::Connection,
     read_buf: BytesMut,
-    write_buf: BytesMut,
+    write_buf: Outbox,
     commands: mpsc::Receiver<Command>,
     /// Our own sender, for the ackers handed out with deliveries (weak, so it never keeps us alive).
     command_tx: mpsc::WeakSender<Command>,
@@ -108,7 +114,7 @@ where
             writer,
             proto,
             read_buf,
-            write_buf: BytesMut::with_capacity(64 * 1024),
+            write_buf: Outbox::with_capacity(64 * 1024),
             commands,
             command_tx,
             shared,
@@ -156,8 +162,11 @@ where
                 if self.write_buf.is_empty() {
                     break;
                 }
-                self.writer.write_all(&self.write_buf).await?;
-                self.write_buf.clear();
+                match write_or_flush(&mut self.writer, &self.write_buf).await? {
+                    Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Some(n) => self.write_buf.advance(n),
+                    None => {}
+                }
             }
             if wait_for_close_ok {
                 // What is buffered is what broke the protocol; only frames after it may hold close-ok.
@@ -209,7 +218,8 @@ where
                     sleep.as_mut().reset(d);
                 }
             }
-            let take_commands = !self.commands_closed && self.write_buf.len() < MAX_PENDING_WRITE;
+            let take_commands = !self.commands_closed
+                && self.write_buf.len() + self.proto.transmit().len() < MAX_PENDING_WRITE;
             let paused = self.parked.is_some();
             tokio::select! {
                 biased;
@@ -217,12 +227,7 @@ where
                     match res.map_err(Error::io)? {
                         Some(0) => return Err(Error::io(std::io::ErrorKind::WriteZero.into())),
                         Some(n) => {
-                            // `advance`, not `split_to`: once the buffer drains, `clear` lets the next
-                            // `reserve` reuse this allocation instead of mapping fresh pages per message.
                             self.write_buf.advance(n);
-                            if self.write_buf.is_empty() {
-                                self.write_buf.clear();
-                            }
                             self.needs_flush = true;
                             self.proto.on_transmit(std::time::Instant::now());
                         }
@@ -871,16 +876,21 @@ fn fail_command(cmd: Command, error: &Error) {
     }
 }
 
-/// Writes from `buf` (`Some(n)` bytes taken) or, when it is empty, flushes the writer (`None`).
+/// Writes from `out` (`Some(n)` bytes taken), vectored where the writer supports it, or, when it is empty,
+/// flushes the writer (`None`).
 async fn write_or_flush<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    buf: &[u8],
+    out: &Outbox,
 ) -> std::io::Result<Option<usize>> {
-    if buf.is_empty() {
-        writer.flush().await.map(|()| None)
-    } else {
-        writer.write(buf).await.map(Some)
+    if out.is_empty() {
+        return writer.flush().await.map(|()| None);
     }
+    if !writer.is_write_vectored() {
+        return writer.write(out.chunk()).await.map(Some);
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); MAX_IO_SLICES];
+    let n = out.io_slices(&mut slices);
+    writer.write_vectored(&slices[..n]).await.map(Some)
 }
 
 async fn read_into<R: AsyncRead + Unpin>(

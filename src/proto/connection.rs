@@ -13,6 +13,7 @@ use crate::{
     proto::{
         content::{Content, ContentError, PartialContent},
         handshake::{self, Mechanism, TunePreferences, Tuned},
+        outbox::Outbox,
     },
     spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
 };
@@ -167,7 +168,7 @@ pub struct Connection {
     state: State,
     params: HandshakeParams,
     decoder: FrameDecoder,
-    out: BytesMut,
+    out: Outbox,
     events: VecDeque<Event>,
     channels: HashMap<u16, ChannelState>,
     tuned: Option<Tuned>,
@@ -179,8 +180,8 @@ pub struct Connection {
 impl Connection {
     /// A connection about to start: the protocol header is already queued for transmission.
     pub fn new(params: HandshakeParams, now: Instant) -> Connection {
-        let mut out = BytesMut::with_capacity(64 * 1024);
-        out.extend_from_slice(&spec::PROTOCOL_HEADER);
+        let mut out = Outbox::with_capacity(64 * 1024);
+        out.tail().extend_from_slice(&spec::PROTOCOL_HEADER);
         Connection {
             state: State::AwaitStart,
             params,
@@ -224,7 +225,7 @@ impl Connection {
     }
 
     /// Bytes waiting to be written. The driver writes them and then calls [`Connection::on_transmit`].
-    pub fn transmit(&mut self) -> &mut BytesMut {
+    pub fn transmit(&mut self) -> &mut Outbox {
         &mut self.out
     }
 
@@ -283,7 +284,7 @@ impl Connection {
         if now.saturating_duration_since(self.last_write) >= interval / 2 {
             // Bytes still pending (the socket is not writable) will do as well as a heartbeat once written.
             if self.out.is_empty() {
-                frame::encode_heartbeat(&mut self.out);
+                frame::encode_heartbeat(self.out.tail());
             }
             // Either way the write timer restarts now, so `poll_timeout` moves past `now`: otherwise a
             // driver whose socket is stuck would be woken again at once, and spin.
@@ -359,7 +360,7 @@ impl Connection {
 
     /// Queues a method frame.
     pub fn send_method(&mut self, channel: u16, method: &Method) {
-        frame::encode_method(&mut self.out, channel, method);
+        frame::encode_method(self.out.tail(), channel, method);
     }
 
     /// Queues a content-carrying method with its header and body, split into frames of the negotiated size.
@@ -370,58 +371,72 @@ impl Connection {
         properties: &BasicProperties,
         body: &[u8],
     ) {
-        frame::encode_method(&mut self.out, channel, method);
+        frame::encode_method(self.out.tail(), channel, method);
         let header = ContentHeader {
             class_id: method.class_id(),
             body_size: body.len() as u64,
             properties: properties.clone(),
         };
-        frame::encode_content_header(&mut self.out, channel, &header);
+        frame::encode_content_header(self.out.tail(), channel, &header);
         for chunk in body.chunks(self.max_body_frame()) {
-            frame::encode_body(&mut self.out, channel, chunk);
+            frame::encode_body(self.out.tail(), channel, chunk);
         }
     }
 
     /// Like [`Connection::send_content`] for `basic.publish`, without building a `Method` or cloning the
-    /// properties: the hot path.
+    /// properties: the hot path. Body frames of at least [`Outbox::SHARE_MIN`] bytes share `body` (a
+    /// reference count) instead of copying it.
     pub fn send_publish(
         &mut self,
         channel: u16,
         publish: &basic::Publish,
         properties: &BasicProperties,
-        body: &[u8],
+        body: &Bytes,
     ) {
         let max = self.max_body_frame();
-        self.out
-            .reserve(64 + body.len() + (body.len() / max + 1) * frame::FRAME_OVERHEAD);
+        let share = body.len().min(max) >= Outbox::SHARE_MIN;
+        let out = self.out.tail();
+        let copied = if share { 0 } else { body.len() };
+        out.reserve(64 + copied + (body.len() / max + 1) * frame::FRAME_OVERHEAD);
         // Method frame, written by hand to avoid moving the struct into a `Method`.
-        self.out.extend_from_slice(&[spec::FRAME_METHOD]);
-        self.out.extend_from_slice(&channel.to_be_bytes());
-        let size_at = self.out.len();
-        self.out.extend_from_slice(&[0, 0, 0, 0]);
-        self.out
-            .extend_from_slice(&basic::Publish::CLASS_ID.to_be_bytes());
-        self.out
-            .extend_from_slice(&basic::Publish::METHOD_ID.to_be_bytes());
-        publish.encode(&mut self.out);
-        let size = (self.out.len() - size_at - 4) as u32;
-        self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
-        self.out.extend_from_slice(&[spec::FRAME_END]);
+        out.extend_from_slice(&[spec::FRAME_METHOD]);
+        out.extend_from_slice(&channel.to_be_bytes());
+        let size_at = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&basic::Publish::CLASS_ID.to_be_bytes());
+        out.extend_from_slice(&basic::Publish::METHOD_ID.to_be_bytes());
+        publish.encode(out);
+        let size = (out.len() - size_at - 4) as u32;
+        out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&[spec::FRAME_END]);
         // Header frame.
-        self.out.extend_from_slice(&[spec::FRAME_HEADER]);
-        self.out.extend_from_slice(&channel.to_be_bytes());
-        let size_at = self.out.len();
-        self.out.extend_from_slice(&[0, 0, 0, 0]);
-        self.out.extend_from_slice(&basic::CLASS_ID.to_be_bytes());
-        self.out.extend_from_slice(&[0, 0]);
-        self.out
-            .extend_from_slice(&(body.len() as u64).to_be_bytes());
-        properties.encode(&mut self.out);
-        let size = (self.out.len() - size_at - 4) as u32;
-        self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
-        self.out.extend_from_slice(&[spec::FRAME_END]);
-        for chunk in body.chunks(max) {
-            frame::encode_body(&mut self.out, channel, chunk);
+        out.extend_from_slice(&[spec::FRAME_HEADER]);
+        out.extend_from_slice(&channel.to_be_bytes());
+        let size_at = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&basic::CLASS_ID.to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        properties.encode(out);
+        let size = (out.len() - size_at - 4) as u32;
+        out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&[spec::FRAME_END]);
+        if !share {
+            for chunk in body.chunks(max) {
+                frame::encode_body(out, channel, chunk);
+            }
+            return;
+        }
+        let mut at = 0;
+        while at < body.len() {
+            let end = (at + max).min(body.len());
+            let out = self.out.tail();
+            out.extend_from_slice(&[spec::FRAME_BODY]);
+            out.extend_from_slice(&channel.to_be_bytes());
+            out.extend_from_slice(&((end - at) as u32).to_be_bytes());
+            self.out.push_shared(body.slice(at..end));
+            self.out.tail().extend_from_slice(&[spec::FRAME_END]);
+            at = end;
         }
     }
 

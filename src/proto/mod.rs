@@ -10,9 +10,11 @@ mod confirm;
 mod connection;
 mod content;
 mod handshake;
+mod outbox;
 
 pub use channel_ids::ChannelIds;
 pub use confirm::{ConfirmTracker, Settlement};
 pub use connection::{ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams};
 pub use content::{Content, ContentError, PartialContent};
 pub use handshake::{client_properties, negotiate, Mechanism, TunePreferences, Tuned};
+pub use outbox::Outbox;
