@@ -51,7 +51,7 @@ fn handshake_happy_path() {
     let mut s = Script::new(params(prefs));
 
     // The protocol header goes first, and nothing else until the server speaks.
-    assert_eq!(&s.conn.transmit().chunk()[..], &spec::PROTOCOL_HEADER[..]);
+    assert_eq!(s.conn.transmit().chunk(), &spec::PROTOCOL_HEADER[..]);
     s.take_protocol_header();
     assert!(!s.conn.is_open());
     assert_eq!(s.conn.poll_timeout(), None, "no heartbeats before tuning");
