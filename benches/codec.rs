@@ -66,7 +66,7 @@ fn encode_delivery(buf: &mut BytesMut, body: &[u8]) {
         &ContentHeader {
             class_id: basic::CLASS_ID,
             body_size: body.len() as u64,
-            properties: properties(),
+            properties: Box::new(properties()),
         },
     );
     encode_body(buf, 1, body);
@@ -97,7 +97,7 @@ fn delivery(c: &mut Criterion) {
         let header = ContentHeader {
             class_id: basic::CLASS_ID,
             body_size: size as u64,
-            properties: properties(),
+            properties: Box::new(properties()),
         };
         let mut out = BytesMut::with_capacity(wire.len());
         group.bench_with_input(BenchmarkId::new("encode", label), &body, |b, body| {
@@ -118,7 +118,7 @@ fn publish_encode(c: &mut Criterion) {
     let header = ContentHeader {
         class_id: basic::CLASS_ID,
         body_size: 1024,
-        properties: properties(),
+        properties: Box::new(properties()),
     };
     let mut out = BytesMut::with_capacity(1024);
     let mut group = c.benchmark_group("publish");

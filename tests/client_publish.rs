@@ -195,7 +195,7 @@ async fn properties_and_headers_round_trip() {
         assert_eq!(confirm.await.expect("settled"), Confirmation::NotRequested);
         let mut consumer = consume(&ch, &q, 10).await;
         let d = consumer.next().await.expect("open").expect("delivery");
-        assert_eq!(d.properties, properties);
+        assert_eq!(*d.properties, properties);
         assert_eq!(d.body, Bytes::from_static(b"{}"));
         assert_eq!(d.exchange.as_str(), "");
         assert_eq!(d.routing_key.as_str(), q);

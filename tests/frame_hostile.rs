@@ -476,7 +476,7 @@ fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
         &ContentHeader {
             class_id: basic::CLASS_ID,
             body_size: 100,
-            properties,
+            properties: Box::new(properties),
         },
     );
 

@@ -547,7 +547,7 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
     let full = ContentHeader {
         class_id: basic::Publish::CLASS_ID,
         body_size: 26,
-        properties: properties(),
+        properties: Box::new(properties()),
     };
     let mut buf = BytesMut::new();
     encode_content_header(&mut buf, 1, &full);
@@ -559,7 +559,7 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
         &ContentHeader {
             class_id: basic::Publish::CLASS_ID,
             body_size: 0,
-            properties: BasicProperties::default(),
+            properties: Box::default(),
         },
     );
     seeds.frame("gen-header-no-properties", &buf)?;
@@ -635,7 +635,7 @@ impl Capture {
             &ContentHeader {
                 class_id: basic::Publish::CLASS_ID,
                 body_size: body.len() as u64,
-                properties: properties(),
+                properties: Box::new(properties()),
             },
         );
         encode_body(&mut buf, 1, body);

@@ -127,8 +127,8 @@ pub struct Delivery {
     pub exchange: ShortStr,
     /// Routing key it was published with.
     pub routing_key: ShortStr,
-    /// Message properties.
-    pub properties: BasicProperties,
+    /// Message properties (boxed: they are large, and a delivery moves several times on its way to you).
+    pub properties: Box<BasicProperties>,
     /// Message body.
     pub body: Bytes,
     acker: DeliveryAcker,
@@ -151,7 +151,7 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     pub(crate) fn new(
         d: basic::Deliver,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body: Bytes,
         acker: DeliveryAcker,
     ) -> Delivery {
@@ -209,8 +209,8 @@ pub struct GetMessage {
     pub routing_key: ShortStr,
     /// Messages left in the queue.
     pub message_count: u32,
-    /// Message properties.
-    pub properties: BasicProperties,
+    /// Message properties (boxed: they are large, and a delivery moves several times on its way to you).
+    pub properties: Box<BasicProperties>,
     /// Message body.
     pub body: Bytes,
     acker: DeliveryAcker,
@@ -230,7 +230,7 @@ impl std::fmt::Debug for GetMessage {
 impl GetMessage {
     pub(crate) fn new(
         ok: basic::GetOk,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body: Bytes,
         acker: DeliveryAcker,
     ) -> GetMessage {

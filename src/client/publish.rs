@@ -48,7 +48,7 @@ pub struct ReturnedMessage {
     /// Routing key it was published with.
     pub routing_key: ShortStr,
     /// Its properties.
-    pub properties: BasicProperties,
+    pub properties: Box<BasicProperties>,
     /// Its body.
     pub body: Bytes,
 }

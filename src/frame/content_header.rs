@@ -17,8 +17,9 @@ pub struct ContentHeader {
     pub class_id: u16,
     /// Total size of the body, summed over its body frames. A claim by the peer: never allocate from it.
     pub body_size: u64,
-    /// The message properties.
-    pub properties: BasicProperties,
+    /// The message properties, boxed: they are large (over 300 bytes) and travel from the decoder to the
+    /// user's `Delivery` through several moves, each of which would otherwise copy them.
+    pub properties: Box<BasicProperties>,
 }
 
 impl ContentHeader {
@@ -31,7 +32,7 @@ impl ContentHeader {
         Ok(ContentHeader {
             class_id,
             body_size,
-            properties,
+            properties: Box::new(properties),
         })
     }
 

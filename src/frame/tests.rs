@@ -47,7 +47,7 @@ fn content_headers_round_trip_through_frames() {
             let header = ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size,
-                properties,
+                properties: Box::new(properties),
             };
             let mut buf = BytesMut::new();
             encode_content_header(&mut buf, channel, &header);
@@ -136,7 +136,7 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                 header: ContentHeader {
                     class_id: basic::CLASS_ID,
                     body_size,
-                    properties,
+                    properties: Box::new(properties),
                 },
             }
         ),

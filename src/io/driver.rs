@@ -28,8 +28,8 @@ use crate::{
         ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
     },
     proto::{
-        self, ChannelCloseCause, ChannelIds, ConfirmTracker, ConnectionError, Content, Event,
-        Outbox,
+        self, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, ConnectionError, Content,
+        Event, Outbox,
     },
     spec::{basic, channel, Method, ReplyCode},
 };
@@ -77,7 +77,7 @@ pub(crate) struct Driver<R, W> {
     /// Our own sender, for the ackers handed out with deliveries (weak, so it never keeps us alive).
     command_tx: mpsc::WeakSender<Command>,
     shared: Arc<ConnectionShared>,
-    channels: HashMap<u16, ChannelSlot>,
+    channels: ChannelMap<ChannelSlot>,
     ids: ChannelIds,
     next_generation: u64,
     confirm_window: usize,
@@ -118,7 +118,7 @@ where
             commands,
             command_tx,
             shared,
-            channels: HashMap::new(),
+            channels: ChannelMap::new(),
             ids: ChannelIds::new(channel_max),
             next_generation: 1,
             confirm_window,
@@ -422,7 +422,7 @@ where
                 reply,
             } => {
                 let usable = self.proto.channel_is_usable(channel);
-                match self.channels.get_mut(&channel) {
+                match self.channels.get_mut(channel) {
                     Some(slot) if slot.shared.generation == generation => {
                         if let Some(reply) = reply {
                             slot.close_waiters.push(reply);
@@ -455,14 +455,14 @@ where
         if !self.proto.channel_is_usable(channel) || self.closing_deadline.is_some() {
             return None;
         }
-        self.channels.get_mut(&channel)
+        self.channels.get_mut(channel)
     }
 
     fn channel_error(&self, channel: u16) -> Error {
         if self.closing_deadline.is_some() {
             return self.shared.error();
         }
-        match self.channels.get(&channel) {
+        match self.channels.get(channel) {
             Some(slot) => slot.shared.error(),
             None => Error::ClosedByClient("channel"),
         }
@@ -470,7 +470,7 @@ where
 
     fn publish(&mut self, p: Publish) {
         let usable = self.proto.channel_is_usable(p.channel) && self.closing_deadline.is_none();
-        let slot = match self.channels.get_mut(&p.channel) {
+        let slot = match self.channels.get_mut(p.channel) {
             Some(slot) if usable && slot.shared.generation == p.generation => slot,
             _ => {
                 let error = self.channel_error(p.channel);
@@ -494,7 +494,7 @@ where
     }
 
     fn send_next_rpc(&mut self, channel: u16) {
-        let Some(slot) = self.channels.get_mut(&channel) else {
+        let Some(slot) = self.channels.get_mut(channel) else {
             return;
         };
         let Some(head) = slot.rpcs.front_mut() else {
@@ -549,7 +549,7 @@ where
 
     fn channel_closed(&mut self, channel: u16, cause: ChannelCloseCause) {
         self.ids.release(channel);
-        let Some(mut slot) = self.channels.remove(&channel) else {
+        let Some(mut slot) = self.channels.remove(channel) else {
             return;
         };
         let error = match cause {
@@ -580,7 +580,7 @@ where
     }
 
     fn handle_method(&mut self, channel: u16, method: Method) -> Result<(), Error> {
-        let Some(slot) = self.channels.get_mut(&channel) else {
+        let Some(slot) = self.channels.get_mut(channel) else {
             return Ok(());
         };
         match method {
@@ -650,7 +650,7 @@ where
     }
 
     fn settle(&mut self, channel: u16, tag: u64, multiple: bool, ack: bool) {
-        let Some(slot) = self.channels.get_mut(&channel) else {
+        let Some(slot) = self.channels.get_mut(channel) else {
             return;
         };
         let Some(tracker) = slot.confirms.as_mut() else {
@@ -687,7 +687,7 @@ where
     }
 
     fn handle_content(&mut self, channel: u16, content: Content) -> Result<(), Error> {
-        let Some(slot) = self.channels.get_mut(&channel) else {
+        let Some(slot) = self.channels.get_mut(channel) else {
             return Ok(());
         };
         let Content {

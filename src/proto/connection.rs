@@ -1,7 +1,7 @@
 //! The connection state machine: handshake, channel states, content assembly, heartbeats, close.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     time::{Duration, Instant},
 };
 
@@ -11,6 +11,7 @@ use crate::{
     codec::{FieldTable, ShortStr},
     frame::{self, ContentHeader, Frame, FrameDecoder, FrameError},
     proto::{
+        channel_map::ChannelMap,
         content::{Content, ContentError, PartialContent},
         handshake::{self, Mechanism, TunePreferences, Tuned},
         outbox::Outbox,
@@ -170,7 +171,7 @@ pub struct Connection {
     decoder: FrameDecoder,
     out: Outbox,
     events: VecDeque<Event>,
-    channels: HashMap<u16, ChannelState>,
+    channels: ChannelMap<ChannelState>,
     tuned: Option<Tuned>,
     server_properties: FieldTable,
     last_read: Instant,
@@ -188,7 +189,7 @@ impl Connection {
             decoder: FrameDecoder::default(),
             out,
             events: VecDeque::new(),
-            channels: HashMap::new(),
+            channels: ChannelMap::new(),
             tuned: None,
             server_properties: FieldTable::new(),
             last_read: now,
@@ -317,13 +318,13 @@ impl Connection {
 
     /// Whether channel `id` is open and not closing.
     pub fn channel_is_usable(&self, id: u16) -> bool {
-        self.state == State::Open && self.channels.get(&id).is_some_and(|c| c.closing.is_none())
+        self.state == State::Open && self.channels.get(id).is_some_and(|c| c.closing.is_none())
     }
 
     /// Starts closing channel `id` with `code`: sends `channel.close`; every later frame on the channel is
     /// discarded until `close-ok`, then [`Event::ChannelClosed`] follows.
     pub fn close_channel(&mut self, id: u16, code: ReplyCode, text: &str) {
-        let Some(state) = self.channels.get_mut(&id) else {
+        let Some(state) = self.channels.get_mut(id) else {
             return;
         };
         if state.closing.is_some() {
@@ -375,7 +376,7 @@ impl Connection {
         let header = ContentHeader {
             class_id: method.class_id(),
             body_size: body.len() as u64,
-            properties: properties.clone(),
+            properties: Box::new(properties.clone()),
         };
         frame::encode_content_header(self.out.tail(), channel, &header);
         for chunk in body.chunks(self.max_body_frame()) {
@@ -612,13 +613,13 @@ impl Connection {
     }
 
     fn channel_state(&mut self, channel: u16) -> Result<&mut ChannelState, ConnectionError> {
-        if !self.channels.contains_key(&channel) {
-            return Err(self.violation(
-                ReplyCode::CHANNEL_ERROR,
-                format!("frame on unopened channel {channel}"),
-            ));
+        if self.channels.contains(channel) {
+            return Ok(self.channels.get_mut(channel).expect("checked"));
         }
-        Ok(self.channels.get_mut(&channel).expect("checked"))
+        Err(self.violation(
+            ReplyCode::CHANNEL_ERROR,
+            format!("frame on unopened channel {channel}"),
+        ))
     }
 
     fn handle_channel_method(
@@ -657,7 +658,7 @@ impl Connection {
                     self.send_method(channel, &channel::CloseOk.into());
                 }
                 Method::ChannelCloseOk(_) => {
-                    let state = self.channels.remove(&channel).expect("present");
+                    let state = self.channels.remove(channel).expect("present");
                     let cause = match state.server_close {
                         Some(close) => ChannelCloseCause::Server(close),
                         None => cause,
@@ -680,7 +681,7 @@ impl Connection {
         }
         match method {
             Method::ChannelClose(close) => {
-                self.channels.remove(&channel);
+                self.channels.remove(channel);
                 self.send_method(channel, &channel::CloseOk.into());
                 self.events.push_back(Event::ChannelClosed {
                     channel,
@@ -771,7 +772,7 @@ impl Connection {
                 Ok(())
             }
             Ok(Err(partial)) => {
-                if let Some(state) = self.channels.get_mut(&channel) {
+                if let Some(state) = self.channels.get_mut(channel) {
                     state.content = Some(partial);
                 }
                 Ok(())

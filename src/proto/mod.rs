@@ -6,6 +6,7 @@
 //! `tests` drive every path with scripted frames and fake time.
 
 mod channel_ids;
+mod channel_map;
 mod confirm;
 mod connection;
 mod content;
@@ -13,6 +14,7 @@ mod handshake;
 mod outbox;
 
 pub use channel_ids::ChannelIds;
+pub use channel_map::ChannelMap;
 pub use confirm::{ConfirmTracker, Settlement};
 pub use connection::{ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams};
 pub use content::{Content, ContentError, PartialContent};

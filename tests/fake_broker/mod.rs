@@ -16,7 +16,7 @@ use coney::{
     codec::{FieldTable, LongStr, ShortStr},
     frame::{encode_body, encode_content_header, encode_heartbeat, encode_method, ContentHeader},
     frame::{Frame, FrameDecoder},
-    spec::{self, basic, channel, connection, queue, BasicProperties, Method, ReplyCode},
+    spec::{self, basic, channel, connection, queue, Method, ReplyCode},
     ConnectionConfig,
 };
 use tokio::{
@@ -162,7 +162,7 @@ impl Peer {
             &ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size,
-                properties: BasicProperties::default(),
+                properties: Box::default(),
             },
         );
         self.send_raw(&buf).await;
@@ -185,7 +185,7 @@ impl Peer {
             &ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size: body.len() as u64,
-                properties: BasicProperties::default(),
+                properties: Box::default(),
             },
         );
         if !body.is_empty() {
