@@ -19,7 +19,7 @@ pub fn emit(spec: &Spec, source: &str) -> String {
     );
     w(o, &format!("// Source: {source}"));
     w(o, "");
-    w(o, "use bytes::{BufMut, BytesMut};");
+    w(o, "use bytes::{BufMut, Bytes, BytesMut};");
     w(o, "");
     w(
         o,
@@ -387,14 +387,31 @@ fn emit_method_struct(o: &mut String, class: &Class, m: &Method) {
     );
     w(o, "        ///");
     w(o, "        /// Bytes after the last argument are ignored.");
+    w(
+        o,
+        "        pub fn decode(input: &[u8]) -> Result<Self, CodecError> {",
+    );
+    w(o, "            Self::decode_shared(input, None)");
+    w(o, "        }");
+    w(o, "");
+    w(
+        o,
+        "        /// Like `decode`; with `shared` (a buffer that `input` lies in), short strings share its",
+    );
+    w(
+        o,
+        "        /// allocation instead of being copied: for values that live as long as that buffer anyway.",
+    );
     let input = if m.fields.is_empty() {
         "_input"
     } else {
         "input"
     };
+    let has_short_str = m.fields.iter().any(|f| f.ty == Primitive::ShortStr);
+    let shared = if has_short_str { "shared" } else { "_shared" };
     w(
         o,
-        &format!("        pub fn decode({input}: &[u8]) -> Result<Self, CodecError> {{"),
+        &format!("        pub fn decode_shared({input}: &[u8], {shared}: Option<&Bytes>) -> Result<Self, CodecError> {{"),
     );
     let mut bit_octet = 0;
     for item in items(&m.fields) {
@@ -411,6 +428,11 @@ fn emit_method_struct(o: &mut String, class: &Class, m: &Method) {
                         &format!("            let (input, {var}) = decode::short(input)?;"),
                     );
                     w(o, &format!("            let {var} = ReplyCode({var});"));
+                } else if f.ty == Primitive::ShortStr {
+                    w(
+                        o,
+                        &format!("            let (input, {var}) = decode::short_str_shared(input, shared)?;"),
+                    );
                 } else {
                     w(
                         o,
@@ -583,6 +605,18 @@ fn emit_properties(o: &mut String, class: &Class) {
         o,
         "    pub fn decode(input: &[u8]) -> nom::IResult<&[u8], Self, CodecError> {",
     );
+    w(o, "        Self::decode_shared(input, None)");
+    w(o, "    }");
+    w(o, "");
+    w(
+        o,
+        "    /// Like `decode`; with `shared` (a buffer that `input` lies in), short strings share its",
+    );
+    w(o, "    /// allocation instead of being copied.");
+    w(
+        o,
+        "    pub fn decode_shared<'a>(input: &'a [u8], shared: Option<&Bytes>) -> nom::IResult<&'a [u8], Self, CodecError> {",
+    );
     w(o, "        let (mut input, flags) = decode::short(input)?;");
     w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
     w(
@@ -597,6 +631,15 @@ fn emit_properties(o: &mut String, class: &Class) {
             w(
                 o,
                 &format!("            let (rest, _) = {}(input)?;", reader(p.ty)),
+            );
+        } else if p.ty == Primitive::ShortStr {
+            w(
+                o,
+                "            let (rest, value) = decode::short_str_shared(input, shared)?;",
+            );
+            w(
+                o,
+                &format!("            props.{} = Some(value);", snake(&p.name)),
             );
         } else {
             w(
@@ -681,16 +724,39 @@ fn emit_method_enum(o: &mut String, spec: &Spec) {
         "    /// Decodes the arguments of method (`class_id`, `method_id`).",
     );
     w(o, "    pub fn decode(class_id: u16, method_id: u16, args: &[u8]) -> Result<Method, CodecError> {");
+    w(
+        o,
+        "        Self::decode_shared(class_id, method_id, args, None)",
+    );
+    w(o, "    }");
+    w(o, "");
+    w(
+        o,
+        "    /// Like `decode`; with `shared` (a buffer that `args` lies in), the short strings of methods that",
+    );
+    w(
+        o,
+        "    /// carry content share its allocation instead of being copied (they live as long as their body,",
+    );
+    w(
+        o,
+        "    /// which shares it too). Other methods copy, so no long-lived value pins a read buffer.",
+    );
+    w(o, "    pub fn decode_shared(class_id: u16, method_id: u16, args: &[u8], shared: Option<&Bytes>) -> Result<Method, CodecError> {");
     w(o, "        match (class_id, method_id) {");
     for (c, m) in all_methods(spec) {
+        let call = if m.content {
+            format!("{}::decode_shared(args, shared)?", path(c, m))
+        } else {
+            format!("{}::decode(args)?", path(c, m))
+        };
         w(
             o,
             &format!(
-                "            ({}, {}) => Ok(Method::{}({}::decode(args)?)),",
+                "            ({}, {}) => Ok(Method::{}({call})),",
                 c.index,
                 m.index,
                 variant(c, m),
-                path(c, m)
             ),
         );
     }

@@ -52,6 +52,19 @@ pub fn short_str(input: &[u8]) -> Parsed<'_, ShortStr> {
     Ok((input, s))
 }
 
+/// `shortstr` like [`short_str`]; with `shared` (a buffer that `input` lies in), the string shares its
+/// allocation instead of being copied into a new one.
+pub fn short_str_shared<'a>(input: &'a [u8], shared: Option<&Bytes>) -> Parsed<'a, ShortStr> {
+    let (input, len) = be_u8(input)?;
+    let (input, bytes) = take(len)(input)?;
+    let s = match shared {
+        Some(shared) => ShortStr::from_wire_shared(shared, bytes),
+        None => ShortStr::from_wire(bytes),
+    }
+    .map_err(nom::Err::Failure)?;
+    Ok((input, s))
+}
+
 /// `longstr`: 32-bit length, then that many bytes.
 pub fn long_str(input: &[u8]) -> Parsed<'_, LongStr> {
     let (input, bytes) = long_bytes(input)?;

@@ -52,6 +52,22 @@ impl ShortStr {
         Ok(ShortStr(Bytes::copy_from_slice(bytes)))
     }
 
+    /// Validates bytes received from the network that lie inside `shared`, sharing its allocation (a
+    /// reference count) instead of copying. Bytes outside `shared` are copied.
+    pub(crate) fn from_wire_shared(shared: &Bytes, bytes: &[u8]) -> Result<ShortStr, CodecError> {
+        debug_assert!(bytes.len() <= Self::MAX_LEN);
+        std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidUtf8)?;
+        if bytes.is_empty() {
+            return Ok(ShortStr::default());
+        }
+        let base = shared.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        if start < base || start + bytes.len() > base + shared.len() {
+            return Ok(ShortStr(Bytes::copy_from_slice(bytes)));
+        }
+        Ok(ShortStr(shared.slice_ref(bytes)))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // Every constructor checks UTF-8; re-checking is cheap for at most 255 bytes and keeps the crate

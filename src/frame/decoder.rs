@@ -1,6 +1,6 @@
 //! Bytes → [`Frame`]s, with the size limit enforced from the header.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{
     frame::{ContentHeader, Frame, FrameError},
@@ -103,14 +103,29 @@ impl FrameDecoder {
                 }
                 let class_id = u16::from_be_bytes([payload[0], payload[1]]);
                 let method_id = u16::from_be_bytes([payload[2], payload[3]]);
-                let method = Method::decode(class_id, method_id, &payload[4..])
-                    .map_err(FrameError::Method)?;
-                buf.advance(total);
+                let carries_content =
+                    spec::method_info(class_id, method_id).is_some_and(|info| info.content);
+                let method = if carries_content {
+                    // A deliver's tag, exchange and routing key live as long as its body, which shares
+                    // the read buffer anyway: share it rather than allocate three strings per message.
+                    decode_split(buf, total, |frame| {
+                        let args = &frame[HEADER_LEN + 4..total - 1];
+                        Method::decode_shared(class_id, method_id, args, Some(frame))
+                            .map_err(FrameError::Method)
+                    })?
+                } else {
+                    let method = Method::decode(class_id, method_id, &payload[4..])
+                        .map_err(FrameError::Method)?;
+                    buf.advance(total);
+                    method
+                };
                 Frame::Method { channel, method }
             }
             spec::FRAME_HEADER => {
-                let header = ContentHeader::decode(payload).map_err(FrameError::Header)?;
-                buf.advance(total);
+                let header = decode_split(buf, total, |frame| {
+                    ContentHeader::decode_shared(&frame[HEADER_LEN..total - 1], Some(frame))
+                        .map_err(FrameError::Header)
+                })?;
                 Frame::Header { channel, header }
             }
             spec::FRAME_BODY => {
@@ -134,4 +149,21 @@ impl FrameDecoder {
         };
         Ok(Some(frame))
     }
+}
+
+/// Splits the frame's `total` bytes off `buf` as shared `Bytes` for `decode` to borrow from. On an error
+/// the bytes are put back (copied: the error path is rare and the frame is within the size limit), so
+/// `buf` is left as it was.
+fn decode_split<T>(
+    buf: &mut BytesMut,
+    total: usize,
+    decode: impl FnOnce(&Bytes) -> Result<T, FrameError>,
+) -> Result<T, FrameError> {
+    let frame = buf.split_to(total).freeze();
+    decode(&frame).inspect_err(|_| {
+        let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
+        restored.extend_from_slice(&frame);
+        restored.extend_from_slice(buf);
+        *buf = restored;
+    })
 }

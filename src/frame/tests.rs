@@ -115,6 +115,71 @@ fn body_payloads_share_the_read_buffer() {
     );
 }
 
+/// A deliver's strings and the properties of its header share the read buffer (no allocation per
+/// message); a method without content copies, so a long-lived value never pins a read buffer.
+#[test]
+fn content_strings_share_the_read_buffer_and_others_are_copied() {
+    let mut buf = BytesMut::new();
+    let deliver = basic::Deliver {
+        consumer_tag: "amq.ctag-0123456789".into(),
+        delivery_tag: 7,
+        redelivered: false,
+        exchange: "amq.direct".into(),
+        routing_key: "orders".into(),
+    };
+    encode_method(&mut buf, 1, &deliver.clone().into());
+    let header = ContentHeader {
+        class_id: basic::CLASS_ID,
+        body_size: 0,
+        properties: Box::new(
+            crate::spec::BasicProperties::default()
+                .with_correlation_id(crate::codec::ShortStr::from_static("req-1")),
+        ),
+    };
+    encode_content_header(&mut buf, 1, &header);
+    let ok = basic::ConsumeOk {
+        consumer_tag: "amq.ctag-0123456789".into(),
+    };
+    encode_method(&mut buf, 1, &ok.clone().into());
+    let start = buf.as_ptr() as usize;
+    let range = start..start + buf.len();
+    let shared = |s: &crate::codec::ShortStr| range.contains(&(s.as_bytes().as_ptr() as usize));
+    let decoder = FrameDecoder::new(BIG);
+
+    let frame = decoder.decode(&mut buf).unwrap().unwrap();
+    let Frame::Method {
+        method: crate::spec::Method::BasicDeliver(got),
+        ..
+    } = frame
+    else {
+        panic!("not a deliver: {frame:?}");
+    };
+    assert_eq!(got, deliver);
+    assert!(shared(&got.consumer_tag) && shared(&got.exchange) && shared(&got.routing_key));
+
+    let frame = decoder.decode(&mut buf).unwrap().unwrap();
+    let Frame::Header { header: got, .. } = frame else {
+        panic!("not a header: {frame:?}");
+    };
+    assert_eq!(got, header);
+    assert!(shared(got.properties.correlation_id.as_ref().unwrap()));
+
+    let frame = decoder.decode(&mut buf).unwrap().unwrap();
+    let Frame::Method {
+        method: crate::spec::Method::BasicConsumeOk(got),
+        ..
+    } = frame
+    else {
+        panic!("not a consume-ok: {frame:?}");
+    };
+    assert_eq!(got, ok);
+    assert!(
+        !shared(&got.consumer_tag),
+        "a consume-ok tag pins the read buffer"
+    );
+    assert!(buf.is_empty());
+}
+
 #[test]
 fn frame_overhead_is_header_and_end_octet() {
     let mut buf = BytesMut::new();
