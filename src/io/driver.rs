@@ -7,7 +7,7 @@
 //! from the socket (TCP backpressure) while commands, writes and heartbeats carry on.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -22,11 +22,11 @@ use tracing::{debug, trace, warn};
 
 use crate::{
     client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
-    codec::ShortStr,
     error::{CloseReason, Error},
     io::command::{
         ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
     },
+    io::consumer_map::ConsumerMap,
     proto::{
         self, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, ConnectionError, Content,
         Event, Outbox,
@@ -54,7 +54,7 @@ struct PendingRpc {
 struct ChannelSlot {
     shared: Arc<ChannelShared>,
     rpcs: VecDeque<PendingRpc>,
-    consumers: HashMap<ShortStr, ConsumerSink>,
+    consumers: ConsumerMap<ConsumerSink>,
     confirms: Option<ConfirmTracker<ConfirmWaiter>>,
     /// A basic.return in confirm mode, waiting for the ack that settles its publish.
     pending_return: Option<ReturnedMessage>,
@@ -336,7 +336,7 @@ where
                 let mut slot = ChannelSlot {
                     shared: shared.clone(),
                     rpcs: VecDeque::new(),
-                    consumers: HashMap::new(),
+                    consumers: ConsumerMap::new(),
                     confirms: None,
                     pending_return: None,
                     close_waiters: Vec::new(),

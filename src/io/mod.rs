@@ -2,5 +2,6 @@
 //! send it.
 
 pub(crate) mod command;
+mod consumer_map;
 pub(crate) mod driver;
 pub(crate) mod transport;
