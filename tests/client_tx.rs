@@ -106,3 +106,77 @@ async fn commit_and_rollback_of_acks() {
     })
     .await
 }
+
+/// Acks are batched per channel on their way to the driver; a channel command sent after them must still
+/// follow them on the wire. Here hundreds of acks of consumed messages are followed at once by
+/// `tx.commit` and a channel close: if any ack slipped behind the commit it would be rolled back by the
+/// close and its message would come back.
+#[tokio::test]
+async fn a_burst_of_consumer_acks_is_committed_by_the_commit_that_follows_it() {
+    with_timeout(async {
+        const N: u32 = 500;
+        let (conn, ch) = connect_channel().await;
+        let q = unique("tx-ack-burst");
+        declare_exclusive(&ch, &q).await;
+        for _ in 0..N {
+            publish(&ch, &q, "m").await;
+        }
+        assert_eq!(wait_for_count(&conn, &q, N).await, N);
+
+        let tx = conn.open_channel().await.expect("channel");
+        tx.basic_qos(N as u16, Default::default())
+            .await
+            .expect("qos");
+        tx.tx_select().await.expect("tx.select");
+        let mut consumer = tx
+            .basic_consume(&q, "", Default::default(), Default::default())
+            .await
+            .expect("consume");
+        for _ in 0..N {
+            let d = consumer.next().await.expect("delivery").expect("ok");
+            d.ack().await.expect("ack");
+        }
+        tx.tx_commit().await.expect("commit");
+        drop(consumer);
+        tx.close().await.expect("close channel");
+        assert_eq!(message_count(&conn, &q).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// The same ordering against a plain channel close: acks made just before `close` are applied, not
+/// dropped with the channel.
+#[tokio::test]
+async fn acks_just_before_a_channel_close_are_applied() {
+    with_timeout(async {
+        const N: u32 = 300;
+        let (conn, ch) = connect_channel().await;
+        let q = unique("ack-then-close");
+        declare_exclusive(&ch, &q).await;
+        for _ in 0..N {
+            publish(&ch, &q, "m").await;
+        }
+        assert_eq!(wait_for_count(&conn, &q, N).await, N);
+        let consuming = conn.open_channel().await.expect("channel");
+        consuming
+            .basic_qos(N as u16, Default::default())
+            .await
+            .expect("qos");
+        let mut consumer = consuming
+            .basic_consume(&q, "", Default::default(), Default::default())
+            .await
+            .expect("consume");
+        let mut held = Vec::new();
+        for _ in 0..N {
+            held.push(consumer.next().await.expect("delivery").expect("ok"));
+        }
+        for d in &held {
+            d.ack().await.expect("ack");
+        }
+        consuming.close().await.expect("close channel");
+        assert_eq!(message_count(&conn, &q).await, 0);
+        conn.close().await.expect("close");
+    })
+    .await
+}

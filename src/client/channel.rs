@@ -15,8 +15,11 @@ use crate::{
     },
     codec::{FieldTable, ShortStr},
     error::Error,
-    io::command::{
-        ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+    io::{
+        ack_queue::Settlement,
+        command::{
+            ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+        },
     },
     spec::{basic, channel, confirm, exchange, queue, tx, BasicProperties, Method},
 };
@@ -57,6 +60,42 @@ struct ChannelInner {
     shared: Arc<ChannelShared>,
 }
 
+impl ChannelInner {
+    /// Queues a command of this channel behind the acks, nacks and rejects made before it (P11: they may
+    /// still be waiting in the channel's ack queue).
+    async fn submit(&self, cmd: Command) -> Result<(), Error> {
+        let settlements = self.shared.acks.take_before_command();
+        if !settlements.is_empty() {
+            self.conn.send(self.settle_command(settlements)).await?;
+        }
+        self.conn.send(cmd).await
+    }
+
+    /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full or
+    /// closed.
+    fn try_submit(&self, cmd: Command) -> bool {
+        let settlements = self.shared.acks.take_before_command();
+        if !settlements.is_empty()
+            && self
+                .conn
+                .commands
+                .try_send(self.settle_command(settlements))
+                .is_err()
+        {
+            return false;
+        }
+        self.conn.commands.try_send(cmd).is_ok()
+    }
+
+    fn settle_command(&self, settlements: Vec<Settlement>) -> Command {
+        Command::Settle {
+            channel: self.shared.id,
+            generation: self.shared.generation,
+            settlements,
+        }
+    }
+}
+
 impl Drop for ChannelInner {
     fn drop(&mut self) {
         if !self.shared.is_closed() {
@@ -65,7 +104,7 @@ impl Drop for ChannelInner {
                 generation: self.shared.generation,
                 reply: None,
             };
-            if self.conn.commands.try_send(cmd).is_err() {
+            if !self.try_submit(cmd) {
                 debug!(
                     channel = self.shared.id,
                     "could not queue channel close on drop; it closes with the connection"
@@ -122,7 +161,7 @@ impl Channel {
             generation: self.inner.shared.generation,
             reply: Some(tx),
         };
-        if self.inner.conn.send(cmd).await.is_err() {
+        if self.inner.submit(cmd).await.is_err() {
             return Ok(());
         }
         let timeout = self.inner.conn.config.close_timeout;
@@ -152,8 +191,7 @@ impl Channel {
         let (tx, rx) = oneshot::channel();
         let name = method.name();
         self.inner
-            .conn
-            .send(Command::Rpc {
+            .submit(Command::Rpc {
                 channel: self.id(),
                 generation: self.inner.shared.generation,
                 method,
@@ -190,7 +228,7 @@ impl Channel {
             method,
             consumer: None,
         };
-        self.inner.conn.send(cmd).await
+        self.inner.submit(cmd).await
     }
 
     async fn call(&self, method: Method, no_wait: bool) -> Result<(), Error> {
@@ -451,7 +489,7 @@ impl Channel {
             method: m.into(),
             consumer: None,
         };
-        let _ = self.inner.conn.commands.try_send(cmd);
+        let _ = self.inner.try_submit(cmd);
     }
 
     pub(crate) fn cancel_on_drop(&self, tag: ShortStr) {
@@ -465,7 +503,7 @@ impl Channel {
             method: m.into(),
             consumer: None,
         };
-        let _ = self.inner.conn.commands.try_send(cmd);
+        let _ = self.inner.try_submit(cmd);
     }
 
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
@@ -527,7 +565,7 @@ impl Channel {
             body: body.into(),
             confirm,
         }));
-        self.inner.conn.send(cmd).await?;
+        self.inner.submit(cmd).await?;
         Ok(result)
     }
 

@@ -9,8 +9,11 @@ use crate::{
     client::options::BasicNackOptions,
     codec::ShortStr,
     error::Error,
-    io::command::{ChannelShared, Command},
-    spec::{basic, BasicProperties, Method},
+    io::{
+        ack_queue::{Settle, Settlement},
+        command::{ChannelShared, Command},
+    },
+    spec::{basic, BasicProperties},
 };
 
 /// Sends acks for deliveries of one channel incarnation.
@@ -49,18 +52,30 @@ impl DeliveryAcker {
         self.channel.id
     }
 
-    async fn send(&self, tag: u64, method: Method) -> Result<(), Error> {
+    /// Queues the settlement in the channel's [`AckQueue`]; only the first of a batch costs a command.
+    async fn settle(&self, tag: u64, settle: Settle) -> Result<(), Error> {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
+        let Some(epoch) = self.channel.acks.push(Settlement { tag, settle }) else {
+            // A flush is already queued; it takes this one too.
+            return Ok(());
+        };
+        let result = self.queue_flush(tag, epoch).await;
+        if result.is_err() {
+            self.channel.acks.flush_not_queued(epoch);
+        }
+        result
+    }
+
+    async fn queue_flush(&self, tag: u64, epoch: u64) -> Result<(), Error> {
         let Some(tx) = self.commands.upgrade() else {
             return Err(Error::StaleDelivery(tag));
         };
-        let cmd = Command::Send {
+        let cmd = Command::FlushAcks {
             channel: self.channel.id,
             generation: self.channel.generation,
-            method,
-            consumer: None,
+            epoch,
         };
         let cmd = match tx.try_send(cmd) {
             Ok(()) => return Ok(()),
@@ -78,36 +93,19 @@ impl DeliveryAcker {
     }
 
     async fn ack(&self, tag: u64, multiple: bool) -> Result<(), Error> {
-        self.send(
-            tag,
-            basic::Ack {
-                delivery_tag: tag,
-                multiple,
-            }
-            .into(),
-        )
-        .await
+        self.settle(tag, Settle::Ack { multiple }).await
     }
 
     async fn nack(&self, tag: u64, options: BasicNackOptions) -> Result<(), Error> {
-        let nack = basic::Nack {
-            delivery_tag: tag,
+        let settle = Settle::Nack {
             multiple: options.multiple,
             requeue: options.requeue,
         };
-        self.send(tag, nack.into()).await
+        self.settle(tag, settle).await
     }
 
     async fn reject(&self, tag: u64, requeue: bool) -> Result<(), Error> {
-        self.send(
-            tag,
-            basic::Reject {
-                delivery_tag: tag,
-                requeue,
-            }
-            .into(),
-        )
-        .await
+        self.settle(tag, Settle::Reject { requeue }).await
     }
 }
 

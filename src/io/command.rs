@@ -12,6 +12,7 @@ use crate::{
     client::{Confirmation, Delivery, GetMessage, ReturnedMessage},
     codec::{FieldTable, ShortStr},
     error::Error,
+    io::ack_queue::{AckQueue, Settlement},
     proto::Tuned,
     spec::{basic, BasicProperties, Method},
 };
@@ -44,6 +45,19 @@ pub(crate) enum Command {
         consumer: Option<ConsumerSink>,
     },
     Publish(Box<Publish>),
+    /// Acks, nacks and rejects are waiting in the channel's [`AckQueue`] for `epoch`: sent by the first
+    /// settlement after the driver last took the queue.
+    FlushAcks {
+        channel: u16,
+        generation: u64,
+        epoch: u64,
+    },
+    /// Settlements a channel command took from the [`AckQueue`] to go out before it.
+    Settle {
+        channel: u16,
+        generation: u64,
+        settlements: Vec<Settlement>,
+    },
     CloseChannel {
         channel: u16,
         generation: u64,
@@ -127,6 +141,8 @@ pub(crate) struct ChannelShared {
     pub prefetch: AtomicU16,
     /// Where basic.return goes on a channel without confirms, once someone listens.
     pub returns: std::sync::Mutex<Option<mpsc::Sender<ReturnedMessage>>>,
+    /// Settlements of this incarnation's deliveries on their way to the driver.
+    pub acks: AckQueue,
 }
 
 impl ChannelShared {
@@ -141,6 +157,7 @@ impl ChannelShared {
             confirm_window: Arc::new(Semaphore::new(confirm_window)),
             prefetch: AtomicU16::new(0),
             returns: std::sync::Mutex::new(None),
+            acks: AckQueue::default(),
         }
     }
 

@@ -23,6 +23,7 @@ use tracing::{debug, trace, warn};
 use crate::{
     client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
     error::{CloseReason, Error},
+    io::ack_queue::Settlement,
     io::command::{
         ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
     },
@@ -86,6 +87,8 @@ pub(crate) struct Driver<R, W> {
     closing_deadline: Option<Instant>,
     close_timeout: Duration,
     commands_closed: bool,
+    /// Scratch space for settlements taken from a channel's ack queue (kept for its allocation).
+    settlements: Vec<Settlement>,
     /// Bytes were written since the last flush. A TLS writer may accept bytes into its own buffer when
     /// the socket is full; flushing pushes them out even while nothing else is written or read.
     needs_flush: bool,
@@ -127,6 +130,7 @@ where
             closing_deadline: None,
             close_timeout,
             commands_closed: false,
+            settlements: Vec::new(),
             needs_flush: false,
         }
     }
@@ -416,6 +420,32 @@ where
                 self.proto.send_method(channel, &method);
             }
             Command::Publish(publish) => self.publish(*publish),
+            Command::FlushAcks {
+                channel,
+                generation,
+                epoch,
+            } => {
+                let mut settlements = std::mem::take(&mut self.settlements);
+                if let Some(slot) = self.usable_slot(channel) {
+                    if slot.shared.generation == generation {
+                        slot.shared.acks.take_for_flush(epoch, &mut settlements);
+                    }
+                }
+                self.send_settlements(channel, &mut settlements);
+                self.settlements = settlements;
+            }
+            Command::Settle {
+                channel,
+                generation,
+                mut settlements,
+            } => {
+                if self
+                    .usable_slot(channel)
+                    .is_some_and(|slot| slot.shared.generation == generation)
+                {
+                    self.send_settlements(channel, &mut settlements);
+                }
+            }
             Command::CloseChannel {
                 channel,
                 generation,
@@ -448,6 +478,14 @@ where
                 }
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
+        }
+    }
+
+    /// Encodes and empties `settlements` (taken from a live incarnation of `channel`).
+    fn send_settlements(&mut self, channel: u16, settlements: &mut Vec<Settlement>) {
+        for s in settlements.drain(..) {
+            trace!(channel, tag = s.tag, settle = ?s.settle, "send");
+            self.proto.send_method(channel, &s.to_method());
         }
     }
 
