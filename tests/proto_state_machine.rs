@@ -16,8 +16,8 @@ use coney::{
         FrameDecoder,
     },
     proto::{
-        ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams, Mechanism, Outbox,
-        TunePreferences, Tuned,
+        ByteQueue, ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams,
+        Mechanism, TunePreferences, Tuned,
     },
     spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
 };
@@ -1224,13 +1224,13 @@ fn send_publish_and_send_content_produce_the_same_bytes() {
     same_bytes_from_send_publish_and_send_content(4096, 9000);
 }
 
-/// Bodies whose frames are at least `Outbox::SHARE_MIN` long go out as shared segments, not copies; the
+/// Bodies whose frames are at least `ByteQueue::SHARE_MIN` long go out as shared segments, not copies; the
 /// bytes on the wire must be the same.
 #[test]
 fn send_publish_shares_large_bodies_and_produces_the_same_bytes() {
     for len in [
-        Outbox::SHARE_MIN - 1,
-        Outbox::SHARE_MIN,
+        ByteQueue::SHARE_MIN - 1,
+        ByteQueue::SHARE_MIN,
         131_064,
         131_065,
         1 << 20,

@@ -11,10 +11,10 @@ use crate::{
     codec::{FieldTable, ShortStr},
     frame::{self, ContentHeader, Frame, FrameDecoder, FrameError},
     proto::{
+        byte_queue::ByteQueue,
         channel_map::ChannelMap,
         content::{Content, ContentError, PartialContent},
         handshake::{self, Mechanism, TunePreferences, Tuned},
-        outbox::Outbox,
     },
     spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
 };
@@ -169,7 +169,7 @@ pub struct Connection {
     state: State,
     params: HandshakeParams,
     decoder: FrameDecoder,
-    out: Outbox,
+    out: ByteQueue,
     events: VecDeque<Event>,
     channels: ChannelMap<ChannelState>,
     tuned: Option<Tuned>,
@@ -181,7 +181,7 @@ pub struct Connection {
 impl Connection {
     /// A connection about to start: the protocol header is already queued for transmission.
     pub fn new(params: HandshakeParams, now: Instant) -> Connection {
-        let mut out = Outbox::with_capacity(64 * 1024);
+        let mut out = ByteQueue::with_capacity(64 * 1024);
         out.tail().extend_from_slice(&spec::PROTOCOL_HEADER);
         Connection {
             state: State::AwaitStart,
@@ -226,7 +226,7 @@ impl Connection {
     }
 
     /// Bytes waiting to be written. The driver writes them and then calls [`Connection::on_transmit`].
-    pub fn transmit(&mut self) -> &mut Outbox {
+    pub fn transmit(&mut self) -> &mut ByteQueue {
         &mut self.out
     }
 
@@ -385,7 +385,7 @@ impl Connection {
     }
 
     /// Like [`Connection::send_content`] for `basic.publish`, without building a `Method` or cloning the
-    /// properties: the hot path. Body frames of at least [`Outbox::SHARE_MIN`] bytes share `body` (a
+    /// properties: the hot path. Body frames of at least [`ByteQueue::SHARE_MIN`] bytes share `body` (a
     /// reference count) instead of copying it.
     pub fn send_publish(
         &mut self,
@@ -395,7 +395,7 @@ impl Connection {
         body: &Bytes,
     ) {
         let max = self.max_body_frame();
-        let share = body.len().min(max) >= Outbox::SHARE_MIN;
+        let share = body.len().min(max) >= ByteQueue::SHARE_MIN;
         let out = self.out.tail();
         let copied = if share { 0 } else { body.len() };
         out.reserve(64 + copied + (body.len() / max + 1) * frame::FRAME_OVERHEAD);

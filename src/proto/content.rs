@@ -1,8 +1,8 @@
 //! Reassembling a message from its method, header and body frames.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::{frame::ContentHeader, spec::Method};
+use crate::{frame::ContentHeader, proto::byte_queue::ByteQueue, spec::Method};
 
 /// A content-carrying method whose header or body is still arriving.
 ///
@@ -22,7 +22,8 @@ enum Body {
     Empty,
     /// A single body frame: kept as the `Bytes` split off the read buffer, no copy.
     One(Bytes),
-    Many(BytesMut),
+    /// Several frames, joined when the last arrives.
+    Many(ByteQueue),
 }
 
 /// A whole message: its method (deliver, return or get-ok), header and body.
@@ -105,13 +106,15 @@ impl PartialContent {
         self.body = match self.body {
             Body::Empty => Body::One(payload),
             Body::One(first) => {
-                let mut many = BytesMut::with_capacity(first.len() + payload.len());
-                many.extend_from_slice(&first);
-                many.extend_from_slice(&payload);
+                // Frames are kept (large ones shared, not copied) and joined once at the end: growing one
+                // buffer would copy a 1 MiB body about twice over as it doubles.
+                let mut many = ByteQueue::default();
+                many.push(first);
+                many.push(payload);
                 Body::Many(many)
             }
             Body::Many(mut many) => {
-                many.extend_from_slice(&payload);
+                many.push(payload);
                 Body::Many(many)
             }
         };
@@ -121,7 +124,7 @@ impl PartialContent {
         let body = match self.body {
             Body::Empty => Bytes::new(),
             Body::One(b) => b,
-            Body::Many(m) => m.freeze(),
+            Body::Many(m) => m.into_bytes(),
         };
         let header = self.header.take().expect("checked above");
         Ok(Ok(Content {

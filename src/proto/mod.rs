@@ -5,18 +5,18 @@
 //! buffers, and what must be sent accumulates in a buffer the driver drains. That is what lets
 //! `tests` drive every path with scripted frames and fake time.
 
+mod byte_queue;
 mod channel_ids;
 mod channel_map;
 mod confirm;
 mod connection;
 mod content;
 mod handshake;
-mod outbox;
 
+pub use byte_queue::ByteQueue;
 pub use channel_ids::ChannelIds;
 pub use channel_map::ChannelMap;
 pub use confirm::{ConfirmTracker, Settlement};
 pub use connection::{ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams};
 pub use content::{Content, ContentError, PartialContent};
 pub use handshake::{client_properties, negotiate, Mechanism, TunePreferences, Tuned};
-pub use outbox::Outbox;
