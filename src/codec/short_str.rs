@@ -48,7 +48,7 @@ impl ShortStr {
     /// Validates bytes received from the network.
     pub(crate) fn from_wire(bytes: &[u8]) -> Result<ShortStr, CodecError> {
         debug_assert!(bytes.len() <= Self::MAX_LEN);
-        std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidUtf8)?;
+        check_utf8(bytes)?;
         Ok(ShortStr(Bytes::copy_from_slice(bytes)))
     }
 
@@ -56,7 +56,7 @@ impl ShortStr {
     /// reference count) instead of copying. Bytes outside `shared` are copied.
     pub(crate) fn from_wire_shared(shared: &Bytes, bytes: &[u8]) -> Result<ShortStr, CodecError> {
         debug_assert!(bytes.len() <= Self::MAX_LEN);
-        std::str::from_utf8(bytes).map_err(|_| CodecError::InvalidUtf8)?;
+        check_utf8(bytes)?;
         if bytes.is_empty() {
             return Ok(ShortStr::default());
         }
@@ -146,4 +146,13 @@ impl fmt::Display for ShortStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Checks that wire bytes are UTF-8. Names, tags and keys are nearly always ASCII, which `is_ascii`
+/// confirms a word at a time; only the rest takes `from_utf8`'s full walk.
+fn check_utf8(bytes: &[u8]) -> Result<(), CodecError> {
+    if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
+        return Ok(());
+    }
+    Err(CodecError::InvalidUtf8)
 }
