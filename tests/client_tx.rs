@@ -107,6 +107,35 @@ async fn commit_and_rollback_of_acks() {
     .await
 }
 
+/// A connection with `n` messages in a fresh exclusive queue, and a second channel consuming it with
+/// prefetch `n` (in a transaction if `tx`).
+async fn filled_and_consumed(
+    prefix: &str,
+    n: u32,
+    tx: bool,
+) -> (coney::Connection, String, Channel, coney::Consumer) {
+    let (conn, ch) = connect_channel().await;
+    let q = unique(prefix);
+    declare_exclusive(&ch, &q).await;
+    for _ in 0..n {
+        publish(&ch, &q, "m").await;
+    }
+    assert_eq!(wait_for_count(&conn, &q, n).await, n);
+    let consuming = conn.open_channel().await.expect("channel");
+    consuming
+        .basic_qos(n as u16, Default::default())
+        .await
+        .expect("qos");
+    if tx {
+        consuming.tx_select().await.expect("tx.select");
+    }
+    let consumer = consuming
+        .basic_consume(&q, "", Default::default(), Default::default())
+        .await
+        .expect("consume");
+    (conn, q, consuming, consumer)
+}
+
 /// Acks are batched per channel on their way to the driver; a channel command sent after them must still
 /// follow them on the wire. Here hundreds of acks of consumed messages are followed at once by
 /// `tx.commit` and a channel close: if any ack slipped behind the commit it would be rolled back by the
@@ -115,23 +144,7 @@ async fn commit_and_rollback_of_acks() {
 async fn a_burst_of_consumer_acks_is_committed_by_the_commit_that_follows_it() {
     with_timeout(async {
         const N: u32 = 500;
-        let (conn, ch) = connect_channel().await;
-        let q = unique("tx-ack-burst");
-        declare_exclusive(&ch, &q).await;
-        for _ in 0..N {
-            publish(&ch, &q, "m").await;
-        }
-        assert_eq!(wait_for_count(&conn, &q, N).await, N);
-
-        let tx = conn.open_channel().await.expect("channel");
-        tx.basic_qos(N as u16, Default::default())
-            .await
-            .expect("qos");
-        tx.tx_select().await.expect("tx.select");
-        let mut consumer = tx
-            .basic_consume(&q, "", Default::default(), Default::default())
-            .await
-            .expect("consume");
+        let (conn, q, tx, mut consumer) = filled_and_consumed("tx-ack-burst", N, true).await;
         for _ in 0..N {
             let d = consumer.next().await.expect("delivery").expect("ok");
             d.ack().await.expect("ack");
@@ -151,22 +164,8 @@ async fn a_burst_of_consumer_acks_is_committed_by_the_commit_that_follows_it() {
 async fn acks_just_before_a_channel_close_are_applied() {
     with_timeout(async {
         const N: u32 = 300;
-        let (conn, ch) = connect_channel().await;
-        let q = unique("ack-then-close");
-        declare_exclusive(&ch, &q).await;
-        for _ in 0..N {
-            publish(&ch, &q, "m").await;
-        }
-        assert_eq!(wait_for_count(&conn, &q, N).await, N);
-        let consuming = conn.open_channel().await.expect("channel");
-        consuming
-            .basic_qos(N as u16, Default::default())
-            .await
-            .expect("qos");
-        let mut consumer = consuming
-            .basic_consume(&q, "", Default::default(), Default::default())
-            .await
-            .expect("consume");
+        let (conn, q, consuming, mut consumer) =
+            filled_and_consumed("ack-then-close", N, false).await;
         let mut held = Vec::new();
         for _ in 0..N {
             held.push(consumer.next().await.expect("delivery").expect("ok"));
