@@ -58,6 +58,9 @@ pub struct Channel {
 struct ChannelInner {
     conn: Arc<ConnectionInner>,
     shared: Arc<ChannelShared>,
+    /// The exchange and routing key of the last publish: a publisher usually repeats them, and sharing the
+    /// last `ShortStr`s (a reference count) saves an allocation per publish.
+    last_publish_names: std::sync::Mutex<(ShortStr, ShortStr)>,
 }
 
 impl ChannelInner {
@@ -130,7 +133,11 @@ fn short(what: &str, s: &str) -> Result<ShortStr, Error> {
 impl Channel {
     pub(crate) fn new(conn: Arc<ConnectionInner>, shared: Arc<ChannelShared>) -> Channel {
         Channel {
-            inner: Arc::new(ChannelInner { conn, shared }),
+            inner: Arc::new(ChannelInner {
+                conn,
+                shared,
+                last_publish_names: Default::default(),
+            }),
         }
     }
 
@@ -518,9 +525,10 @@ impl Channel {
         body: impl Into<Bytes>,
     ) -> Result<PublishConfirm, Error> {
         self.check_open()?;
+        let (exchange, routing_key) = self.publish_names(exchange, routing_key)?;
         let publish = basic::Publish {
-            exchange: short("exchange name", exchange)?,
-            routing_key: short("routing key", routing_key)?,
+            exchange,
+            routing_key,
             mandatory: options.mandatory,
             immediate: options.immediate,
         };
@@ -567,6 +575,27 @@ impl Channel {
         }));
         self.inner.submit(cmd).await?;
         Ok(result)
+    }
+
+    /// `exchange` and `routing_key` as short strings, shared with the previous publish's where they are the
+    /// same.
+    fn publish_names(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(ShortStr, ShortStr), Error> {
+        let mut last = self
+            .inner
+            .last_publish_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.0.as_bytes() != exchange.as_bytes() {
+            last.0 = short("exchange name", exchange)?;
+        }
+        if last.1.as_bytes() != routing_key.as_bytes() {
+            last.1 = short("routing key", routing_key)?;
+        }
+        Ok((last.0.clone(), last.1.clone()))
     }
 
     async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
