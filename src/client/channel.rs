@@ -565,14 +565,14 @@ impl Channel {
         } else {
             (None, PublishConfirm::not_requested())
         };
-        let cmd = Command::Publish(Box::new(Publish {
+        let cmd = Command::Publish(Publish {
             channel: shared.id,
             generation: shared.generation,
             publish,
             properties,
             body: body.into(),
             confirm,
-        }));
+        });
         self.inner.submit(cmd).await?;
         Ok(result)
     }

@@ -434,7 +434,7 @@ where
                 trace!(channel, method = method.name(), "send");
                 self.proto.send_method(channel, &method);
             }
-            Command::Publish(publish) => self.publish(*publish),
+            Command::Publish(publish) => self.publish(publish),
             Command::FlushAcks {
                 channel,
                 generation,
