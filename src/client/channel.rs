@@ -15,11 +15,8 @@ use crate::{
     },
     codec::{FieldTable, ShortStr},
     error::Error,
-    io::{
-        ack_queue::Settlement,
-        command::{
-            ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
-        },
+    io::command::{
+        ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
     },
     spec::{basic, channel, confirm, exchange, queue, tx, BasicProperties, Method},
 };
@@ -65,37 +62,52 @@ struct ChannelInner {
 
 impl ChannelInner {
     /// Queues a command of this channel behind the acks, nacks and rejects made before it (P11: they may
-    /// still be waiting in the channel's ack queue).
+    /// still be waiting in the channel's ack queue). Cancel-safe: nothing is taken from the ack queue
+    /// before room for both commands is reserved.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
-        let settlements = self.shared.acks.take_before_command();
-        if !settlements.is_empty() {
-            self.conn.send(self.settle_command(settlements)).await?;
+        if !self.shared.acks.may_have_pending() {
+            return self.conn.send(cmd).await;
         }
-        self.conn.send(cmd).await
+        let permits = self.conn.reserve(2).await?;
+        self.send_behind_settlements(permits, cmd);
+        Ok(())
     }
 
     /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full or
-    /// closed.
+    /// closed (then nothing was taken or sent).
     fn try_submit(&self, cmd: Command) -> bool {
-        let settlements = self.shared.acks.take_before_command();
-        if !settlements.is_empty()
-            && self
-                .conn
-                .commands
-                .try_send(self.settle_command(settlements))
-                .is_err()
-        {
-            return false;
+        if !self.shared.acks.may_have_pending() {
+            return self.conn.commands.try_send(cmd).is_ok();
         }
-        self.conn.commands.try_send(cmd).is_ok()
+        let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
+            return false;
+        };
+        self.send_behind_settlements(permits, cmd);
+        true
     }
 
-    fn settle_command(&self, settlements: Vec<Settlement>) -> Command {
-        Command::Settle {
-            channel: self.shared.id,
-            generation: self.shared.generation,
-            settlements,
-        }
+    /// Sends what the ack queue holds, then `cmd`, through two reserved permits, in one critical section
+    /// of the ack queue.
+    fn send_behind_settlements(
+        &self,
+        mut permits: mpsc::PermitIterator<'_, Command>,
+        cmd: Command,
+    ) {
+        let (Some(first), Some(second)) = (permits.next(), permits.next()) else {
+            unreachable!("two permits were reserved");
+        };
+        self.shared.acks.take_and_send(|settlements| {
+            if settlements.is_empty() {
+                first.send(cmd);
+                return;
+            }
+            first.send(Command::Settle {
+                channel: self.shared.id,
+                generation: self.shared.generation,
+                settlements,
+            });
+            second.send(cmd);
+        });
     }
 }
 

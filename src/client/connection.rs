@@ -148,6 +148,28 @@ impl Connection {
 }
 
 impl ConnectionInner {
+    /// Reserves room for `n` commands (at most 2, the queue's minimum capacity), waiting at most
+    /// `rpc_timeout`. Cancel-safe.
+    pub(crate) async fn reserve(
+        &self,
+        n: usize,
+    ) -> Result<mpsc::PermitIterator<'_, Command>, Error> {
+        match self.commands.try_reserve_many(n) {
+            Ok(permits) => return Ok(permits),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(self.shared.error()),
+            Err(mpsc::error::TrySendError::Full(())) => {}
+        }
+        let timeout = self.config.rpc_timeout;
+        match tokio::time::timeout(timeout, self.commands.reserve_many(n)).await {
+            Ok(Ok(permits)) => Ok(permits),
+            Ok(Err(_)) => Err(self.shared.error()),
+            Err(_) => Err(Error::Timeout {
+                what: "room in the command queue",
+                after: timeout,
+            }),
+        }
+    }
+
     pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
         // Fast path: a queue with room needs no timer (arming one costs more than the send).
         let cmd = match self.commands.try_send(cmd) {
@@ -259,7 +281,8 @@ where
         }
     };
     span.in_scope(|| info!(?tuned, tls = config.tls, "connected"));
-    let (tx, rx) = mpsc::channel(config.command_queue.max(1));
+    // At least 2: a channel command may need room for itself and the acks it sends ahead of itself.
+    let (tx, rx) = mpsc::channel(config.command_queue.max(2));
     let shared = Arc::new(ConnectionShared {
         server_properties,
         tuned,

@@ -53,43 +53,45 @@ impl DeliveryAcker {
     }
 
     /// Queues the settlement in the channel's [`AckQueue`]; only the first of a batch costs a command.
+    ///
+    /// `Ok` means it is queued with a flush on its way to the driver; an error means it was not queued
+    /// (so retrying cannot ack twice). Cancelling the call while it waits for room changes nothing.
     async fn settle(&self, tag: u64, settle: Settle) -> Result<(), Error> {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
-        let Some(epoch) = self.channel.acks.push(Settlement { tag, settle }) else {
+        let Err(settlement) = self.channel.acks.try_push(Settlement { tag, settle }) else {
             // A flush is already queued; it takes this one too.
             return Ok(());
         };
-        let result = self.queue_flush(tag, epoch).await;
-        if result.is_err() {
-            self.channel.acks.flush_not_queued(epoch);
-        }
-        result
-    }
-
-    async fn queue_flush(&self, tag: u64, epoch: u64) -> Result<(), Error> {
         let Some(tx) = self.commands.upgrade() else {
             return Err(Error::StaleDelivery(tag));
         };
-        let cmd = Command::FlushAcks {
-            channel: self.channel.id,
-            generation: self.channel.generation,
-            epoch,
+        let permit = match tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(Error::StaleDelivery(tag)),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                match tokio::time::timeout(ACK_SEND_TIMEOUT, tx.reserve()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(Error::StaleDelivery(tag)),
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: "room in the command queue",
+                            after: ACK_SEND_TIMEOUT,
+                        })
+                    }
+                }
+            }
         };
-        let cmd = match tx.try_send(cmd) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::StaleDelivery(tag)),
-            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
-        };
-        match tokio::time::timeout(ACK_SEND_TIMEOUT, tx.send(cmd)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Error::StaleDelivery(tag)),
-            Err(_) => Err(Error::Timeout {
-                what: "room in the command queue",
-                after: ACK_SEND_TIMEOUT,
-            }),
-        }
+        let (channel, generation) = (self.channel.id, self.channel.generation);
+        self.channel.acks.push_with_flush(settlement, |epoch| {
+            permit.send(Command::FlushAcks {
+                channel,
+                generation,
+                epoch,
+            })
+        });
+        Ok(())
     }
 
     async fn ack(&self, tag: u64, multiple: bool) -> Result<(), Error> {
@@ -110,6 +112,10 @@ impl DeliveryAcker {
 }
 
 /// A message pushed to a consumer (basic.deliver).
+///
+/// Its consumer tag, exchange and routing key share memory with the buffer the message was read into
+/// (as a single-frame body does): that saves allocations per message, but keeping one of them long after
+/// the delivery keeps that buffer (up to 256 KiB) alive; copy it (`as_str().to_owned()`) to keep it.
 ///
 /// Unless the consumer was started with `no_ack`, settle it with [`Delivery::ack`], [`Delivery::nack`] or
 /// [`Delivery::reject`]; an unsettled delivery counts against the prefetch limit until its channel closes,

@@ -1,6 +1,6 @@
 //! The content header frame's payload.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::{
     codec::{decode, CodecError},
@@ -25,19 +25,10 @@ pub struct ContentHeader {
 impl ContentHeader {
     /// Decodes a header frame's payload.
     pub fn decode(input: &[u8]) -> Result<ContentHeader, CodecError> {
-        Self::decode_shared(input, None)
-    }
-
-    /// Like [`ContentHeader::decode`]; with `shared` (a buffer that `input` lies in), the short-string
-    /// properties share its allocation instead of being copied.
-    pub fn decode_shared(
-        input: &[u8],
-        shared: Option<&Bytes>,
-    ) -> Result<ContentHeader, CodecError> {
         let (input, class_id) = decode::short(input)?;
         let (input, _weight) = decode::short(input)?;
         let (input, body_size) = decode::longlong(input)?;
-        let (_, properties) = BasicProperties::decode_shared(input, shared)?;
+        let (_, properties) = BasicProperties::decode(input)?;
         Ok(ContentHeader {
             class_id,
             body_size,

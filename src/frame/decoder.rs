@@ -122,10 +122,11 @@ impl FrameDecoder {
                 Frame::Method { channel, method }
             }
             spec::FRAME_HEADER => {
-                let header = decode_split(buf, total, |frame| {
-                    ContentHeader::decode_shared(&frame[HEADER_LEN..total - 1], Some(frame))
-                        .map_err(FrameError::Header)
-                })?;
+                // Properties are copied, not shared: applications keep message ids and correlation ids
+                // (dedup sets, reply maps) long after the message, and a shared one would pin a whole
+                // read allocation.
+                let header = ContentHeader::decode(payload).map_err(FrameError::Header)?;
+                buf.advance(total);
                 Frame::Header { channel, header }
             }
             spec::FRAME_BODY => {

@@ -46,6 +46,9 @@ impl Settlement {
     }
 }
 
+/// The most settlements queued before a push must wait for room in the driver's command queue.
+pub(crate) const ACK_QUEUE_MAX: usize = 4096;
+
 /// A channel's settlements not yet taken by the driver.
 ///
 /// Acking one delivery at a time would cost a command, a queue hand-off and a driver dispatch per
@@ -53,16 +56,23 @@ impl Settlement {
 /// sends a command ([`Command::FlushAcks`](crate::io::command::Command)): the driver takes everything that
 /// piled up meanwhile in one go and encodes it into one write.
 ///
-/// Order (P11): settlements keep their order among themselves, and against the channel's other commands
-/// too. A channel command (publish, RPC, close, ...) first takes whatever is queued here and sends it ahead
-/// of itself; that starts a new *epoch*, so the flush command already in the queue for the old epoch
-/// finds nothing to take and cannot pull later settlements ahead of the command.
+/// Every change that must be paired with a command happens under the lock together with the send of
+/// that command, through a permit the caller reserved in the driver's queue beforehand. So a settlement is
+/// either queued with a flush on its way, or not queued at all (the caller got an error), and a caller
+/// cancelled while waiting for room has changed nothing.
 ///
-/// Bounded: a delivery is settled at most once by a well-behaved caller, and unsettled deliveries are
-/// bounded by the prefetch count; every flush empties the queue.
+/// Order (P11): settlements keep their order among themselves, and against the channel's other commands
+/// too. A channel command first takes whatever is queued here and sends it ahead of itself, in the same
+/// critical section; that starts a new *epoch*, so a flush command already in the driver's queue for the
+/// old epoch finds nothing to take and cannot pull later settlements ahead of the command.
+///
+/// Bounded: at most [`ACK_QUEUE_MAX`] settlements are queued without a command of their own; above that,
+/// each push needs room in the (bounded) command queue, so a driver that takes no commands stops the
+/// pushes too.
 #[derive(Debug, Default)]
 pub(crate) struct AckQueue {
-    /// Whether `inner.pending` may be non-empty: lets the publish path skip the lock.
+    /// Whether `inner.pending` may be non-empty; written under the lock, read without it by channel
+    /// commands to skip the lock when there is nothing to send ahead of them.
     pending: AtomicBool,
     inner: Mutex<Inner>,
 }
@@ -71,29 +81,33 @@ pub(crate) struct AckQueue {
 struct Inner {
     pending: Vec<Settlement>,
     epoch: u64,
-    /// A flush command for `epoch` is in the driver's queue (or being queued).
+    /// A flush command for `epoch` is in the driver's queue.
     flush_queued: bool,
 }
 
 impl AckQueue {
-    /// Appends `s`. Returns the epoch of the flush command the caller must now queue, or `None` when one
-    /// is already queued.
-    pub(crate) fn push(&self, s: Settlement) -> Option<u64> {
+    /// Appends `s` if a flush command that will take it is already queued (and the queue is below its
+    /// limit). Otherwise hands `s` back: the caller reserves room for a command and calls
+    /// [`AckQueue::push_with_flush`].
+    pub(crate) fn try_push(&self, s: Settlement) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        inner.pending.push(s);
-        self.pending.store(true, Ordering::Release);
-        if inner.flush_queued {
-            return None;
+        if !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX {
+            return Err(s);
         }
-        inner.flush_queued = true;
-        Some(inner.epoch)
+        inner.pending.push(s);
+        Ok(())
     }
 
-    /// The caller could not queue the flush command for `epoch`: let the next push try again.
-    pub(crate) fn flush_not_queued(&self, epoch: u64) {
+    /// Appends `s` and, unless a flush is already queued for it, calls `send_flush(epoch)`, which must
+    /// queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
+    pub(crate) fn push_with_flush(&self, s: Settlement, send_flush: impl FnOnce(u64)) {
         let mut inner = self.lock();
-        if inner.epoch == epoch {
-            inner.flush_queued = false;
+        let needs_flush = !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX;
+        inner.pending.push(s);
+        self.pending.store(true, Ordering::Release);
+        if needs_flush {
+            inner.flush_queued = true;
+            send_flush(inner.epoch);
         }
     }
 
@@ -109,17 +123,24 @@ impl AckQueue {
         self.pending.store(false, Ordering::Release);
     }
 
-    /// For a channel command about to be queued: what must be sent before it. Starts a new epoch if
-    /// anything was queued.
-    pub(crate) fn take_before_command(&self) -> Vec<Settlement> {
-        if !self.pending.load(Ordering::Acquire) {
-            return Vec::new();
-        }
+    /// Whether a channel command must go through [`AckQueue::take_and_send`]. `false` means every
+    /// settlement made before this call (by this task, or seen by it) is already in the driver's queue.
+    pub(crate) fn may_have_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// For a channel command: takes what is queued (starting a new epoch if anything was) and calls
+    /// `send(taken)`, which must queue the settlements (if any) and then the command, with permits
+    /// reserved before; both sends happen before anyone else can see the queue empty.
+    pub(crate) fn take_and_send(&self, send: impl FnOnce(Vec<Settlement>)) {
         let mut inner = self.lock();
-        inner.epoch += 1;
-        inner.flush_queued = false;
+        let taken = std::mem::take(&mut inner.pending);
+        if !taken.is_empty() {
+            inner.epoch += 1;
+            inner.flush_queued = false;
+        }
+        send(taken);
         self.pending.store(false, Ordering::Release);
-        std::mem::take(&mut inner.pending)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -138,27 +159,44 @@ mod tests {
         }
     }
 
+    /// Pushes like `DeliveryAcker::settle`, recording the flush commands it would send.
+    fn push(q: &AckQueue, s: Settlement, flushes: &mut Vec<u64>) {
+        if let Err(s) = q.try_push(s) {
+            q.push_with_flush(s, |epoch| flushes.push(epoch));
+        }
+    }
+
     #[test]
     fn one_flush_command_per_batch() {
         let q = AckQueue::default();
-        assert_eq!(q.push(ack(1)), Some(0));
-        assert_eq!(q.push(ack(2)), None);
-        assert_eq!(q.push(ack(3)), None);
+        let mut flushes = Vec::new();
+        push(&q, ack(1), &mut flushes);
+        push(&q, ack(2), &mut flushes);
+        push(&q, ack(3), &mut flushes);
+        assert_eq!(flushes, vec![0]);
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
         assert_eq!(out, vec![ack(1), ack(2), ack(3)]);
-        assert_eq!(q.push(ack(4)), Some(0), "the next push queues a new flush");
+        assert!(!q.may_have_pending());
+        push(&q, ack(4), &mut flushes);
+        assert_eq!(flushes, vec![0, 0], "the next push queues a new flush");
     }
 
     #[test]
     fn a_channel_command_takes_the_queue_and_retires_the_old_flush() {
         let q = AckQueue::default();
-        assert_eq!(q.push(ack(1)), Some(0));
-        // A publish (say) goes out now: ack 1 must precede it.
-        assert_eq!(q.take_before_command(), vec![ack(1)]);
-        assert!(q.take_before_command().is_empty());
+        let mut flushes = Vec::new();
+        push(&q, ack(1), &mut flushes);
+        assert!(q.may_have_pending());
+        // A publish (say) goes out now: ack 1 must precede it, in the same critical section.
+        let mut sent = Vec::new();
+        q.take_and_send(|taken| sent = taken);
+        assert_eq!(sent, vec![ack(1)]);
+        assert!(!q.may_have_pending());
+        q.take_and_send(|taken| assert!(taken.is_empty()));
         // An ack after the publish queues a flush for the new epoch ...
-        assert_eq!(q.push(ack(2)), Some(1));
+        push(&q, ack(2), &mut flushes);
+        assert_eq!(flushes, vec![0, 1]);
         // ... and the old flush, which the driver sees first, must not pull it ahead of the publish.
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
@@ -168,14 +206,23 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_that_could_not_be_queued_is_retried_by_the_next_push() {
+    fn above_the_limit_every_push_needs_a_command() {
         let q = AckQueue::default();
-        assert_eq!(q.push(ack(1)), Some(0));
-        q.flush_not_queued(0);
-        assert_eq!(q.push(ack(2)), Some(0));
+        let mut flushes = Vec::new();
+        for tag in 0..ACK_QUEUE_MAX as u64 {
+            push(&q, ack(tag), &mut flushes);
+        }
+        assert_eq!(flushes.len(), 1);
+        push(&q, ack(9999), &mut flushes);
+        push(&q, ack(10000), &mut flushes);
+        assert_eq!(
+            flushes.len(),
+            3,
+            "each push past the limit waits for room for its own flush"
+        );
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
-        assert_eq!(out, vec![ack(1), ack(2)]);
+        assert_eq!(out.len(), ACK_QUEUE_MAX + 2);
     }
 
     #[test]

@@ -44,6 +44,8 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
+/// Reads in a row that use less than a quarter of the growth step before it is halved.
+const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
 /// commands until the socket drains.
 const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
@@ -94,6 +96,8 @@ pub(crate) struct Driver<R, W> {
     commands_closed: bool,
     /// The read buffer's current growth step, between `READ_CHUNK_MIN` and `READ_CHUNK_MAX`.
     read_chunk: usize,
+    /// Reads in a row that used less than a quarter of `read_chunk`.
+    small_reads: u32,
     /// Scratch space for settlements taken from a channel's ack queue (kept for its allocation).
     settlements: Vec<Settlement>,
     /// Bytes were written since the last flush. A TLS writer may accept bytes into its own buffer when
@@ -139,6 +143,7 @@ where
             commands_closed: false,
             settlements: Vec::new(),
             read_chunk: READ_CHUNK_MIN,
+            small_reads: 0,
             needs_flush: false,
         }
     }
@@ -252,9 +257,7 @@ where
                 }
                 res = read_into(&mut self.reader, &mut self.read_buf, self.read_chunk), if !paused => {
                     let (n, filled) = res.map_err(Error::io)?;
-                    if filled {
-                        self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
-                    }
+                    self.adapt_read_chunk(n, filled);
                     if n == 0 {
                         return Err(Error::io(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
@@ -302,6 +305,24 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// Doubles the read buffer's growth step after a read that filled the buffer; halves it again after
+    /// `SMALL_READS_TO_SHRINK` reads in a row that used less than a quarter of it, so a connection whose
+    /// burst of large messages is over goes back to pinning small buffers.
+    fn adapt_read_chunk(&mut self, n: usize, filled: bool) {
+        if filled {
+            self.read_chunk = (self.read_chunk * 2).min(READ_CHUNK_MAX);
+            self.small_reads = 0;
+        } else if n < self.read_chunk / 4 && self.read_chunk > READ_CHUNK_MIN {
+            self.small_reads += 1;
+            if self.small_reads >= SMALL_READS_TO_SHRINK {
+                self.read_chunk = (self.read_chunk / 2).max(READ_CHUNK_MIN);
+                self.small_reads = 0;
+            }
+        } else {
+            self.small_reads = 0;
         }
     }
 

@@ -1,25 +1,19 @@
-//! A queue of bytes in order, where large pieces are shared rather than copied: the bytes waiting to be
-//! written, and the body frames of a message being reassembled.
+//! The bytes waiting to be written, where large bodies are shared with the caller rather than copied.
 
 use std::{collections::VecDeque, io::IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// Bytes in order: a growing buffer (the tail) for small pieces, and shared `Bytes` segments for large ones.
+/// The connection's write queue: a growing buffer (the tail) for small pieces, and shared `Bytes` segments
+/// for large ones.
 ///
-/// Outbound, it is the connection's write queue: methods, headers and short bodies are encoded into the
-/// tail; a body slice of at least [`ByteQueue::SHARE_MIN`] bytes is not copied: the tail is cut off as one
+/// Methods, headers and short bodies are encoded into the tail; a body slice of at least [`ByteQueue::SHARE_MIN`] bytes is not copied: the tail is cut off as one
 /// segment and the caller's `Bytes` (a reference count) becomes the next, so a 1 MiB publish costs a few
 /// vectored `writev` entries instead of a 1 MiB copy into a freshly mapped buffer.
 /// [`ByteQueue::io_slices`] and [`ByteQueue::advance`] give a writer everything in order.
 ///
-/// Inbound, it collects the body frames of a message split across frames, and [`ByteQueue::into_bytes`]
-/// copies them once into a buffer of the size actually received (never of the size the peer declared).
-/// Small frames go to the tail, so the number of segments stays below twice the body size divided by
-/// `SHARE_MIN`, whatever frame sizes the peer picks.
-///
 /// Bounded by whoever fills it: the driver stops taking commands while [`ByteQueue::len`] is above its
-/// limit; content assembly stops at `max_message_size`.
+/// limit.
 #[derive(Debug, Default)]
 pub struct ByteQueue {
     /// Finished segments, written before `tail`.
@@ -138,32 +132,6 @@ impl ByteQueue {
         all
     }
 
-    /// Appends `bytes`: shared if at least [`ByteQueue::SHARE_MIN`] long, else copied into the tail.
-    pub fn push(&mut self, bytes: Bytes) {
-        if bytes.len() >= Self::SHARE_MIN {
-            self.push_shared(bytes);
-        } else {
-            self.tail.extend_from_slice(&bytes);
-        }
-    }
-
-    /// Everything queued as one `Bytes`: without a copy when it is a single piece, else copied once into
-    /// a buffer of exactly [`ByteQueue::len`] bytes.
-    pub fn into_bytes(mut self) -> Bytes {
-        if self.segments.is_empty() {
-            return self.tail.freeze();
-        }
-        if self.segments.len() == 1 && self.tail.is_empty() {
-            return self.segments.pop_front().expect("one segment");
-        }
-        let mut all = BytesMut::with_capacity(self.len());
-        for segment in &self.segments {
-            all.extend_from_slice(segment);
-        }
-        all.extend_from_slice(&self.tail);
-        all.freeze()
-    }
-
     /// Drops everything queued.
     pub fn clear(&mut self) {
         self.segments.clear();
@@ -216,31 +184,6 @@ mod tests {
                 assert_eq!(queue.len(), 0);
             }
         }
-    }
-
-    #[test]
-    fn into_bytes_joins_shared_and_small_pieces_in_order() {
-        let big = |b: u8| Bytes::from(vec![b; ByteQueue::SHARE_MIN]);
-        let mut q = ByteQueue::default();
-        q.push(big(1));
-        let one = q.into_bytes();
-        assert_eq!(one, big(1));
-
-        let mut q = ByteQueue::default();
-        q.push(Bytes::from_static(b"ab"));
-        q.push(big(2));
-        q.push(Bytes::from_static(b"c"));
-        q.push(Bytes::from_static(b"d"));
-        q.push(big(3));
-        let len = q.len();
-        let all = q.into_bytes();
-        assert_eq!(all.len(), len);
-        let mut expected = b"ab".to_vec();
-        expected.extend_from_slice(&big(2));
-        expected.extend_from_slice(b"cd");
-        expected.extend_from_slice(&big(3));
-        assert_eq!(all, expected);
-        assert!(ByteQueue::default().into_bytes().is_empty());
     }
 
     #[test]
