@@ -111,14 +111,16 @@ impl AckQueue {
         }
     }
 
-    /// For the driver, on the flush command for `epoch`: moves what is queued into `out`, unless a channel
-    /// command has taken it since (a newer epoch).
+    /// For the driver, on the flush command for `epoch`: moves what is queued into `out`, unless it was
+    /// taken since (a newer epoch). Starts a new epoch, so other flush commands of this one still in the
+    /// driver's queue (sent past the limit) cannot take later settlements ahead of later commands.
     pub(crate) fn take_for_flush(&self, epoch: u64, out: &mut Vec<Settlement>) {
         let mut inner = self.lock();
         if inner.epoch != epoch {
             return;
         }
         out.append(&mut inner.pending);
+        inner.epoch += 1;
         inner.flush_queued = false;
         self.pending.store(false, Ordering::Release);
     }
@@ -179,7 +181,11 @@ mod tests {
         assert_eq!(out, vec![ack(1), ack(2), ack(3)]);
         assert!(!q.may_have_pending());
         push(&q, ack(4), &mut flushes);
-        assert_eq!(flushes, vec![0, 0], "the next push queues a new flush");
+        assert_eq!(
+            flushes,
+            vec![0, 1],
+            "the next push queues a flush of a new epoch"
+        );
     }
 
     #[test]
@@ -223,6 +229,16 @@ mod tests {
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
         assert_eq!(out.len(), ACK_QUEUE_MAX + 2);
+        // The two extra flushes of epoch 0 are still in the driver's queue; an ack made after a later
+        // command must not be taken by them.
+        push(&q, ack(10001), &mut flushes);
+        assert_eq!(flushes.last(), Some(&1));
+        out.clear();
+        q.take_for_flush(0, &mut out);
+        q.take_for_flush(0, &mut out);
+        assert!(out.is_empty());
+        q.take_for_flush(1, &mut out);
+        assert_eq!(out, vec![ack(10001)]);
     }
 
     #[test]

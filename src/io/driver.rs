@@ -462,12 +462,19 @@ where
                 epoch,
             } => {
                 let mut settlements = std::mem::take(&mut self.settlements);
-                if let Some(slot) = self.usable_slot(channel) {
+                let usable =
+                    self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
+                // Taken even when the channel is closing (and then dropped: the broker requeues those
+                // deliveries), so the queue never stays marked as flushed with nothing on the way.
+                if let Some(slot) = self.channels.get_mut(channel) {
                     if slot.shared.generation == generation {
                         slot.shared.acks.take_for_flush(epoch, &mut settlements);
                     }
                 }
-                self.send_settlements(channel, &mut settlements);
+                if usable {
+                    self.send_settlements(channel, &mut settlements);
+                }
+                settlements.clear();
                 self.settlements = settlements;
             }
             Command::Settle {
