@@ -736,11 +736,11 @@ fn emit_method_enum(o: &mut String, spec: &Spec) {
     );
     w(
         o,
-        "    /// carry content share its allocation instead of being copied (they live as long as their body,",
+        "    /// carry content share its allocation instead of being copied (they usually live as long as their",
     );
     w(
         o,
-        "    /// which shares it too). Other methods copy, so no long-lived value pins a read buffer.",
+        "    /// message). Other methods copy, so the values kept long (consumer tags, queue names) pin no buffer.",
     );
     w(o, "    pub fn decode_shared(class_id: u16, method_id: u16, args: &[u8], shared: Option<&Bytes>) -> Result<Method, CodecError> {");
     w(o, "        match (class_id, method_id) {");

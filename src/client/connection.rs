@@ -149,7 +149,7 @@ impl Connection {
 
 impl ConnectionInner {
     /// Reserves room for `n` commands (at most 2, the queue's minimum capacity), waiting at most
-    /// `rpc_timeout`. Cancel-safe.
+    /// `rpc_timeout`. Cancel-safe. A queue with room needs no timer (arming one costs more than the send).
     pub(crate) async fn reserve(
         &self,
         n: usize,
@@ -170,22 +170,13 @@ impl ConnectionInner {
         }
     }
 
+    /// Queues `cmd`, waiting at most `rpc_timeout` for room. Cancel-safe.
     pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
-        // Fast path: a queue with room needs no timer (arming one costs more than the send).
-        let cmd = match self.commands.try_send(cmd) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.shared.error()),
-            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
-        };
-        let timeout = self.config.rpc_timeout;
-        match tokio::time::timeout(timeout, self.commands.send(cmd)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self.shared.error()),
-            Err(_) => Err(Error::Timeout {
-                what: "room in the command queue",
-                after: timeout,
-            }),
+        let mut permits = self.reserve(1).await?;
+        if let Some(permit) = permits.next() {
+            permit.send(cmd);
         }
+        Ok(())
     }
 }
 

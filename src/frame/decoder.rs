@@ -106,8 +106,9 @@ impl FrameDecoder {
                 let carries_content =
                     spec::method_info(class_id, method_id).is_some_and(|info| info.content);
                 let method = if carries_content {
-                    // A deliver's tag, exchange and routing key live as long as its body, which shares
-                    // the read buffer anyway: share it rather than allocate three strings per message.
+                    // A deliver's tag, exchange and routing key usually live as long as the message
+                    // (whose single-frame body shares the read buffer too): share it rather than
+                    // allocate three strings per message. `Delivery`'s docs say what this pins.
                     decode_split(buf, total, |frame| {
                         let args = &frame[HEADER_LEN + 4..total - 1];
                         Method::decode_shared(class_id, method_id, args, Some(frame))

@@ -23,11 +23,14 @@ use tracing::{debug, trace, warn};
 use crate::{
     client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
     error::{CloseReason, Error},
-    io::ack_queue::Settlement,
-    io::command::{
-        ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish, RpcReply,
+    io::{
+        ack_queue::Settlement,
+        command::{
+            ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
+            RpcReply,
+        },
+        consumer_map::ConsumerMap,
     },
-    io::consumer_map::ConsumerMap,
     proto::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker,
         ConnectionError, Content, Event,
