@@ -52,6 +52,10 @@ impl DeliveryAcker {
         self.channel.id
     }
 
+    pub(crate) fn generation(&self) -> u64 {
+        self.channel.generation
+    }
+
     /// Queues the settlement in the channel's [`AckQueue`]; only the first of a batch costs a command.
     ///
     /// `Ok` means it is queued with a flush on its way to the driver; an error means it was not queued
@@ -181,6 +185,10 @@ impl Delivery {
     }
 
     /// Acknowledges this delivery.
+    ///
+    /// Acks are queued per channel and written in batches; a batch of acks that settles every delivery
+    /// of the channel up to its last one, in order, goes on the wire as one `basic.ack` with `multiple`
+    /// set (the same messages settled, one frame for the broker to process instead of one per message).
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }

@@ -24,6 +24,7 @@ use crate::{
     client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
     error::{CloseReason, Error},
     io::{
+        ack_coalescer::AckCoalescer,
         ack_queue::Settlement,
         command::{
             ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
@@ -70,6 +71,8 @@ struct ChannelSlot {
     /// A basic.return in confirm mode, waiting for the ack that settles its publish.
     pending_return: Option<ReturnedMessage>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// Which delivery tags are settled, for sending a run of acks as one.
+    acks: AckCoalescer,
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
@@ -383,6 +386,7 @@ where
                     confirms: None,
                     pending_return: None,
                     close_waiters: Vec::new(),
+                    acks: AckCoalescer::default(),
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -414,6 +418,7 @@ where
                         return;
                     }
                 };
+                track_direct_settlement(&mut slot.acks, &method);
                 let responses = rpc_responses(&method);
                 let idle = slot.rpcs.is_empty();
                 slot.rpcs.push_back(PendingRpc {
@@ -443,6 +448,7 @@ where
                     );
                     return;
                 }
+                track_direct_settlement(&mut slot.acks, &method);
                 match (consumer, &method) {
                     (Some(sink), Method::BasicConsume(consume)) => {
                         let _ = sink.shared.tag.set(consume.consumer_tag.clone());
@@ -528,11 +534,17 @@ where
     }
 
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`).
+    /// Runs of in-order acks go out as one `multiple` ack ([`AckCoalescer`]).
     fn send_settlements(&mut self, channel: u16, settlements: &mut Vec<Settlement>) {
-        for s in settlements.drain(..) {
+        let Some(slot) = self.channels.get_mut(channel) else {
+            settlements.clear();
+            return;
+        };
+        let proto = &mut self.proto;
+        slot.acks.coalesce(settlements, |s| {
             trace!(channel, tag = s.tag, settle = ?s.settle, "send");
-            self.proto.send_method(channel, &s.to_method());
-        }
+            proto.send_method(channel, &s.to_method());
+        });
     }
 
     fn usable_slot(&mut self, channel: u16) -> Option<&mut ChannelSlot> {
@@ -787,9 +799,14 @@ where
                         delivery_tag: deliver.delivery_tag,
                         requeue: true,
                     };
+                    slot.acks.observe(reject.delivery_tag, false);
                     self.proto.send_method(channel, &reject.into());
                     return Ok(());
                 };
+                if sink.no_ack {
+                    // The broker settled it on sending: its tag is a gap the prefix cannot cross.
+                    slot.acks.disable();
+                }
                 let delivery = Delivery::new(
                     deliver,
                     header.properties,
@@ -868,6 +885,11 @@ where
                     delivery_tag: delivery.delivery_tag(),
                     requeue: true,
                 };
+                if let Some(slot) = self.channels.get_mut(channel) {
+                    if slot.shared.generation == delivery.acker().generation() {
+                        slot.acks.observe(reject.delivery_tag, false);
+                    }
+                }
                 self.proto.send_method(channel, &reject.into());
             }
         }
@@ -909,6 +931,20 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
 
 /// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
 /// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
+/// How a method sent as it is bears on merging later acks of its channel.
+fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
+    match method {
+        Method::BasicAck(m) => acks.observe(m.delivery_tag, m.multiple),
+        Method::BasicNack(m) => acks.observe(m.delivery_tag, m.multiple),
+        Method::BasicReject(m) => acks.observe(m.delivery_tag, false),
+        // Redelivered messages get new tags while the old ones are forgotten; a no-ack get's tag is
+        // settled by the broker.
+        Method::BasicRecover(_) | Method::BasicRecoverAsync(_) => acks.disable(),
+        Method::BasicGet(get) if get.no_ack => acks.disable(),
+        _ => {}
+    }
+}
+
 fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
     let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match guard.as_ref() {

@@ -1,6 +1,7 @@
 //! The only layer with sockets: the transport (TCP, TLS), the connection driver task and what handles
 //! send it.
 
+mod ack_coalescer;
 pub(crate) mod ack_queue;
 pub(crate) mod command;
 mod consumer_map;

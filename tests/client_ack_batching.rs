@@ -1,0 +1,202 @@
+//! Acks made back to back go out as one `basic.ack` with `multiple` when that settles exactly the same
+//! deliveries, and one per settlement otherwise: checked frame by frame against a scripted broker, and
+//! end to end against RabbitMQ (what stays in the queue is exactly what was not acked).
+
+mod fake_broker;
+mod support;
+
+use std::time::Duration;
+
+use coney::{
+    codec::{FieldTable, ShortStr},
+    options::{BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions},
+    spec::{basic, Method},
+    BasicProperties, Connection, Delivery,
+};
+use fake_broker::{deliver, FakeBroker, Peer};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// Opens a channel and a consumer, delivers tags `1..=count`, and hands back the consumer's deliveries
+/// (in order) to `settle`; the broker side returns the settlement methods it read before the close.
+async fn settle_on_fake_broker(count: u64, settle: impl AsyncFnOnce(Vec<Delivery>)) -> Vec<Method> {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag: ShortStr = peer.answer_consume(ch).await;
+        for t in 1..=count {
+            peer.send_content(ch, deliver(&tag, t), b"m").await;
+        }
+        let mut seen = Vec::new();
+        loop {
+            match peer.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                // The consumer's drop cancels it.
+                (_, Method::BasicCancel(_)) => {}
+                (c, m) if c == ch => seen.push(m),
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(0, coney::spec::connection::CloseOk).await;
+        peer.expect_eof().await;
+        seen
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let mut deliveries = Vec::new();
+        while deliveries.len() < count as usize {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            deliveries.push(d);
+        }
+        settle(deliveries).await;
+        drop(consumer);
+        conn.close().await.expect("close");
+    };
+    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    seen
+}
+
+fn ack(delivery_tag: u64, multiple: bool) -> Method {
+    basic::Ack {
+        delivery_tag,
+        multiple,
+    }
+    .into()
+}
+
+// The tests run on the current-thread runtime: the driver cannot take the ack queue until the test's
+// task yields, so acks made without awaiting anything that waits land in one batch.
+
+#[tokio::test]
+async fn acks_made_back_to_back_in_order_go_out_as_one_multiple_ack() {
+    let seen = settle_on_fake_broker(50, async |deliveries| {
+        for d in &deliveries {
+            d.ack().await.expect("ack");
+        }
+    })
+    .await;
+    assert_eq!(seen, vec![ack(50, true)]);
+}
+
+#[tokio::test]
+async fn nacks_rejects_and_out_of_order_acks_keep_their_own_frames() {
+    let seen = settle_on_fake_broker(10, async |d| {
+        let nack = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        d[0].ack().await.unwrap();
+        d[1].ack().await.unwrap();
+        d[2].ack().await.unwrap();
+        d[3].nack(nack).await.unwrap();
+        d[4].ack().await.unwrap();
+        d[5].ack().await.unwrap();
+        d[7].reject(true).await.unwrap(); // tag 8 before 7: merging stops for this channel
+        d[6].ack().await.unwrap();
+        d[8].ack().await.unwrap();
+        d[9].ack().await.unwrap();
+    })
+    .await;
+    let expected = vec![
+        ack(3, true),
+        basic::Nack {
+            delivery_tag: 4,
+            multiple: false,
+            requeue: true,
+        }
+        .into(),
+        ack(6, true),
+        basic::Reject {
+            delivery_tag: 8,
+            requeue: true,
+        }
+        .into(),
+        ack(7, false),
+        ack(9, false),
+        ack(10, false),
+    ];
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_batch_that_does_not_start_at_the_oldest_unsettled_tag_is_not_merged() {
+    let seen = settle_on_fake_broker(4, async |d| {
+        // Tag 1 is still unsettled: "up to 4" would ack it as well.
+        d[1].ack().await.unwrap();
+        d[2].ack().await.unwrap();
+        d[3].ack().await.unwrap();
+    })
+    .await;
+    assert_eq!(seen, vec![ack(2, false), ack(3, false), ack(4, false)]);
+}
+
+/// Against RabbitMQ: the first 250 of 300 deliveries acked one by one, in order (so merged), the last 50
+/// left unacked; after the channel closes, exactly those 50 are back in the queue.
+#[tokio::test]
+async fn merged_acks_settle_exactly_the_acked_messages_on_a_real_broker() {
+    const N: usize = 300;
+    const ACKED: usize = 250;
+    let conn = support::connect().await;
+    let ch = conn.open_channel().await.expect("open channel");
+    let q = support::unique("ack-batching");
+    support::declare_exclusive(&ch, &q).await;
+    ch.confirm_select().await.expect("confirm.select");
+    let mut confirms = Vec::new();
+    for i in 0..N {
+        let confirm = ch
+            .basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                format!("{i}"),
+            )
+            .await
+            .expect("publish");
+        confirms.push(confirm);
+    }
+    for c in confirms {
+        assert!(c.await.expect("confirm").is_ack());
+    }
+    let consuming = conn.open_channel().await.expect("open channel");
+    let mut consumer = consuming
+        .basic_consume(&q, "", BasicConsumeOptions::default(), FieldTable::new())
+        .await
+        .expect("consume");
+    let mut held = Vec::new();
+    for i in 0..N {
+        let d = tokio::time::timeout(LIMIT, consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("open")
+            .expect("delivery");
+        assert_eq!(d.body, format!("{i}").as_bytes(), "in publish order");
+        if i < ACKED {
+            d.ack().await.expect("ack");
+        } else {
+            held.push(d);
+        }
+    }
+    drop(consumer);
+    consuming.close().await.expect("close channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let ok = ch
+        .queue_declare(&q, passive, FieldTable::new())
+        .await
+        .expect("passive declare");
+    assert_eq!(ok.message_count as usize, N - ACKED);
+    assert_eq!(held.len(), N - ACKED);
+}
