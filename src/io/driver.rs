@@ -533,8 +533,8 @@ where
         }
     }
 
-    /// Encodes and empties `settlements` (taken from a live incarnation of `channel`).
-    /// Runs of in-order acks go out as one `multiple` ack ([`AckCoalescer`]).
+    /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
+    /// acks go out as one `multiple` ack ([`AckCoalescer`]).
     fn send_settlements(&mut self, channel: u16, settlements: &mut Vec<Settlement>) {
         let Some(slot) = self.channels.get_mut(channel) else {
             settlements.clear();
@@ -929,8 +929,6 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
     }
 }
 
-/// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
-/// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
 /// How a method sent as it is bears on merging later acks of its channel.
 fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
     match method {
@@ -945,6 +943,8 @@ fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
     }
 }
 
+/// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
+/// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
 fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
     let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match guard.as_ref() {
