@@ -15,8 +15,11 @@ use crate::{
     },
     codec::{FieldTable, ShortStr},
     error::Error,
-    io::command::{
-        ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+    io::{
+        command::{
+            ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+        },
+        delivery_queue::delivery_queue,
     },
     spec::{basic, channel, confirm, exchange, queue, tx, BasicProperties, Method},
 };
@@ -470,7 +473,7 @@ impl Channel {
             0 => UNLIMITED_PREFETCH_BUFFER,
             n => n as usize,
         };
-        let (tx, rx) = mpsc::channel(capacity);
+        let (tx, rx) = delivery_queue(capacity);
         let shared = Arc::new(ConsumerShared::default());
         let sink = ConsumerSink {
             tx,

@@ -6,13 +6,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::{
     client::{Channel, Delivery},
     codec::ShortStr,
     error::Error,
-    io::command::ConsumerShared,
+    io::{command::ConsumerShared, delivery_queue::DeliveryReceiver},
 };
 
 /// The deliveries of one `basic.consume`, in the order the broker sent them.
@@ -26,7 +26,7 @@ use crate::{
 /// client itself cancelled or closed. Dropping it cancels the subscription; deliveries still in flight are
 /// requeued (unless `no_ack`).
 pub struct Consumer {
-    rx: mpsc::Receiver<Delivery>,
+    rx: DeliveryReceiver,
     shared: Arc<ConsumerShared>,
     channel: Channel,
     reported: bool,
@@ -34,7 +34,7 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Delivery>,
+        rx: DeliveryReceiver,
         shared: Arc<ConsumerShared>,
         channel: Channel,
     ) -> Consumer {
@@ -114,8 +114,7 @@ impl Drop for Consumer {
         }
         // Deliveries already buffered were never seen by the user: give them back to the queue now rather
         // than leaving them unacked until the channel closes. (Later arrivals are rejected by the driver.)
-        self.rx.close();
-        while let Ok(delivery) = self.rx.try_recv() {
+        for delivery in self.rx.close() {
             if !delivery.acker().no_ack() {
                 self.channel.reject_on_drop(delivery.delivery_tag);
             }

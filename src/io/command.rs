@@ -9,10 +9,13 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    client::{Confirmation, Delivery, GetMessage, ReturnedMessage},
+    client::{Confirmation, GetMessage, ReturnedMessage},
     codec::{FieldTable, ShortStr},
     error::Error,
-    io::ack_queue::{AckQueue, Settlement},
+    io::{
+        ack_queue::{AckQueue, Settlement},
+        delivery_queue::DeliverySender,
+    },
     proto::Tuned,
     spec::{basic, BasicProperties, Method},
 };
@@ -100,7 +103,7 @@ pub(crate) enum RpcReply {
 
 /// Where a consumer's deliveries go.
 pub(crate) struct ConsumerSink {
-    pub tx: mpsc::Sender<Delivery>,
+    pub tx: DeliverySender,
     pub shared: Arc<ConsumerShared>,
     pub no_ack: bool,
 }

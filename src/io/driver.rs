@@ -31,6 +31,7 @@ use crate::{
             RpcReply,
         },
         consumer_map::ConsumerMap,
+        delivery_queue::{DeliveryHandle, Pushed},
     },
     proto::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker,
@@ -77,7 +78,7 @@ struct ChannelSlot {
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
 struct Parked {
-    tx: mpsc::Sender<Delivery>,
+    queue: DeliveryHandle,
     delivery: Delivery,
 }
 
@@ -96,6 +97,8 @@ pub(crate) struct Driver<R, W> {
     next_generation: u64,
     confirm_window: usize,
     parked: Option<Parked>,
+    /// Consumer queues pushed to since the last wake: woken once each when the events are dispatched.
+    to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     closing_deadline: Option<Instant>,
     close_timeout: Duration,
@@ -143,6 +146,7 @@ where
             next_generation: 1,
             confirm_window,
             parked: None,
+            to_wake: Vec::new(),
             close_waiters: Vec::new(),
             closing_deadline: None,
             close_timeout,
@@ -274,11 +278,16 @@ where
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
                 }
-                permit = reserve(&self.parked), if paused => {
-                    let parked = self.parked.take().expect("paused means parked");
-                    match permit {
-                        Ok(permit) => drop(permit.send(parked.delivery)),
-                        Err(_) => self.consumer_gone(parked.delivery),
+                room = room_for(&self.parked), if paused => {
+                    let Parked { queue, delivery } = self.parked.take().expect("paused means parked");
+                    let pushed = match room {
+                        Ok(()) => queue.push(delivery),
+                        Err(()) => Pushed::Closed(delivery),
+                    };
+                    match pushed {
+                        Pushed::Queued => self.to_wake.push(queue),
+                        Pushed::Full(delivery) => self.parked = Some(Parked { queue, delivery }),
+                        Pushed::Closed(delivery) => self.consumer_gone(delivery),
                     }
                     // Events decoded while paused are still queued in the state machine.
                     self.dispatch_events()?;
@@ -610,14 +619,23 @@ where
         self.proto.send_method(channel, &method);
     }
 
+    /// Routes the events decoded so far, until a full consumer queue parks a delivery; then wakes each
+    /// consumer that was handed something, once.
     fn dispatch_events(&mut self) -> Result<(), Error> {
+        let mut result = Ok(());
         while self.parked.is_none() {
             let Some(event) = self.proto.poll_event() else {
                 break;
             };
-            self.handle_event(event)?;
+            result = self.handle_event(event);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        for queue in self.to_wake.drain(..) {
+            queue.wake_receiver();
+        }
+        result
     }
 
     fn handle_event(&mut self, event: Event) -> Result<(), Error> {
@@ -813,18 +831,21 @@ where
                     body,
                     DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
                 );
-                match sink.tx.try_send(delivery) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(delivery)) => {
+                let queue = sink.tx.handle();
+                match queue.push(delivery) {
+                    Pushed::Queued => {
+                        if !self.to_wake.last().is_some_and(|q| q.same_queue(queue)) {
+                            self.to_wake.push(queue.clone());
+                        }
+                    }
+                    Pushed::Full(delivery) => {
                         trace!(channel, "consumer queue full; pausing reads");
                         self.parked = Some(Parked {
-                            tx: sink.tx.clone(),
+                            queue: queue.clone(),
                             delivery,
                         });
                     }
-                    Err(mpsc::error::TrySendError::Closed(delivery)) => {
-                        self.consumer_gone(delivery)
-                    }
+                    Pushed::Closed(delivery) => self.consumer_gone(delivery),
                 }
             }
             Method::BasicReturn(ret) => {
@@ -1028,11 +1049,10 @@ async fn read_into<R: AsyncRead + Unpin>(
     Ok((n, n == room))
 }
 
-async fn reserve(
-    parked: &Option<Parked>,
-) -> Result<mpsc::OwnedPermit<Delivery>, mpsc::error::SendError<()>> {
+/// Ready when the parked delivery's consumer has room for it (`Ok`) or is gone (`Err`).
+async fn room_for(parked: &Option<Parked>) -> Result<(), ()> {
     match parked {
-        Some(p) => p.tx.clone().reserve_owned().await,
+        Some(p) => std::future::poll_fn(|cx| p.queue.poll_room(cx)).await,
         None => std::future::pending().await,
     }
 }

@@ -5,5 +5,6 @@ mod ack_coalescer;
 pub(crate) mod ack_queue;
 pub(crate) mod command;
 mod consumer_map;
+pub(crate) mod delivery_queue;
 pub(crate) mod driver;
 pub(crate) mod transport;
