@@ -200,3 +200,99 @@ async fn merged_acks_settle_exactly_the_acked_messages_on_a_real_broker() {
     assert_eq!(ok.message_count as usize, N - ACKED);
     assert_eq!(held.len(), N - ACKED);
 }
+
+/// Acks the driver holds for its next read (see `AckQueue::promise_sweep`) still go out when no read
+/// comes: the broker here sends nothing after the deliveries and waits for the acks before it lets the
+/// client go on.
+#[tokio::test]
+async fn acks_held_for_the_next_read_go_out_when_nothing_more_arrives() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag: ShortStr = peer.answer_consume(ch).await;
+        for t in 1..=5 {
+            peer.send_content(ch, deliver(&tag, t), b"m").await;
+        }
+        let (c, m) = peer.expect_method().await;
+        assert_eq!((c, m), (ch, ack(5, true)), "the held acks, merged");
+        acked_tx.send(()).expect("client waiting");
+        loop {
+            match peer.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                (_, Method::BasicCancel(_)) => {}
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(0, coney::spec::connection::CloseOk).await;
+        peer.expect_eof().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        for _ in 0..5 {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            d.ack().await.expect("ack");
+        }
+        // Nothing else is sent or received until the broker has the acks.
+        acked_rx.await.expect("broker saw the acks");
+        drop(consumer);
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}
+
+/// Acks made before `Connection::close` reach the broker before connection.close, even with the
+/// consumer (whose cancel would otherwise carry them out first) still alive.
+#[tokio::test]
+async fn acks_go_out_before_the_connection_close() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag: ShortStr = peer.answer_consume(ch).await;
+        for t in 1..=3 {
+            peer.send_content(ch, deliver(&tag, t), b"m").await;
+        }
+        let mut seen = Vec::new();
+        loop {
+            match peer.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                (c, m) if c == ch => seen.push(m),
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(0, coney::spec::connection::CloseOk).await;
+        peer.expect_eof().await;
+        seen
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        for _ in 0..3 {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            d.ack().await.expect("ack");
+        }
+        conn.close().await.expect("close");
+        drop(consumer);
+    };
+    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert_eq!(seen, vec![ack(3, true)]);
+}

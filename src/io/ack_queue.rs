@@ -56,6 +56,12 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 /// sends a command ([`Command::FlushAcks`](crate::io::command::Command)): the driver takes everything that
 /// piled up meanwhile in one go and encodes it into one write.
 ///
+/// While deliveries stream in, even that command is saved: the driver *promises* the queue a sweep when it
+/// hands a consumer deliveries ([`AckQueue::promise_sweep`]) and keeps the promise on its next read or
+/// after a short timer ([`AckQueue::sweep`]), and pushes made meanwhile need no command at all. That
+/// saves a wake of the driver (a context switch on each side) per batch; [`may_hold_acks`] says when
+/// the broker's prefetch credit allows it.
+///
 /// Every change that must be paired with a command happens under the lock together with the send of
 /// that command, through a permit the caller reserved in the driver's queue beforehand. So a settlement is
 /// either queued with a flush on its way, or not queued at all (the caller got an error), and a caller
@@ -83,6 +89,8 @@ struct Inner {
     epoch: u64,
     /// A flush command for `epoch` is in the driver's queue.
     flush_queued: bool,
+    /// The driver has promised to take the queue soon on its own ([`AckQueue::promise_sweep`]).
+    sweep_promised: bool,
 }
 
 impl AckQueue {
@@ -91,11 +99,29 @@ impl AckQueue {
     /// [`AckQueue::push_with_flush`].
     pub(crate) fn try_push(&self, s: Settlement) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        if !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX {
+        if !(inner.flush_queued || inner.sweep_promised) || inner.pending.len() >= ACK_QUEUE_MAX {
             return Err(s);
         }
         inner.pending.push(s);
+        self.pending.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// For the driver: it will take the queue with [`AckQueue::sweep`] soon without being asked (on its
+    /// next read, or after a short timer), so settlements until then need no flush command of their own.
+    pub(crate) fn promise_sweep(&self) {
+        self.lock().sweep_promised = true;
+    }
+
+    /// For the driver, keeping its promise: moves everything queued into `out` and starts a new epoch,
+    /// like a flush of the current one; later settlements need a flush command again.
+    pub(crate) fn sweep(&self, out: &mut Vec<Settlement>) {
+        let mut inner = self.lock();
+        inner.sweep_promised = false;
+        out.append(&mut inner.pending);
+        inner.epoch += 1;
+        inner.flush_queued = false;
+        self.pending.store(false, Ordering::Release);
     }
 
     /// Appends `s` and, unless a flush is already queued for it, calls `send_flush(epoch)`, which must
@@ -147,6 +173,21 @@ impl AckQueue {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether the driver may hold a channel's acks until its next read (and promise the queue a sweep),
+/// given how many deliveries it has handed out and not yet seen settled (`None`: unknown) and the
+/// channel's prefetch count (0: unlimited).
+///
+/// Holding must not stall the broker: it has to keep prefetch credit to send the deliveries whose read
+/// brings the acks out. With a quarter of the limit to spare it has; when its queue is empty instead,
+/// nothing waits on the acks and the driver's sweep timer sends them. Unknown means no.
+pub(crate) fn may_hold_acks(unsettled: Option<u64>, prefetch: u16) -> bool {
+    match (unsettled, u64::from(prefetch)) {
+        (None, _) => false,
+        (Some(_), 0) => true,
+        (Some(unsettled), prefetch) => unsettled * 4 < prefetch * 3,
     }
 }
 
@@ -239,6 +280,48 @@ mod tests {
         assert!(out.is_empty());
         q.take_for_flush(1, &mut out);
         assert_eq!(out, vec![ack(10001)]);
+    }
+
+    #[test]
+    fn acks_are_held_only_with_prefetch_credit_to_spare() {
+        assert!(may_hold_acks(Some(10_000), 0), "no prefetch limit");
+        assert!(may_hold_acks(Some(749), 1000));
+        assert!(!may_hold_acks(Some(750), 1000));
+        assert!(
+            !may_hold_acks(Some(1), 1),
+            "prefetch 1 needs every ack at once"
+        );
+        assert!(!may_hold_acks(Some(3), 4));
+        assert!(may_hold_acks(Some(2), 4));
+        assert!(!may_hold_acks(None, 0), "settlement state unknown");
+    }
+
+    #[test]
+    fn a_promised_sweep_takes_pushes_without_commands_until_it_is_kept() {
+        let q = AckQueue::default();
+        let mut flushes = Vec::new();
+        q.promise_sweep();
+        push(&q, ack(1), &mut flushes);
+        push(&q, ack(2), &mut flushes);
+        assert!(flushes.is_empty(), "the promised sweep will take them");
+        assert!(q.may_have_pending());
+        let mut out = Vec::new();
+        q.sweep(&mut out);
+        assert_eq!(out, vec![ack(1), ack(2)]);
+        assert!(!q.may_have_pending());
+        push(&q, ack(3), &mut flushes);
+        assert_eq!(
+            flushes,
+            vec![1],
+            "after the sweep a push needs its own flush"
+        );
+        // A flush of an epoch the sweep ended takes nothing.
+        q.promise_sweep();
+        push(&q, ack(4), &mut flushes);
+        q.sweep(&mut out);
+        out.clear();
+        q.take_for_flush(1, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::{
     error::{CloseReason, Error},
     io::{
         ack_coalescer::AckCoalescer,
-        ack_queue::Settlement,
+        ack_queue::{may_hold_acks, Settlement},
         command::{
             ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
             RpcReply,
@@ -49,6 +49,9 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
+/// How long acks a sweep was promised may wait when no read comes first (tokio's timers tick in
+/// milliseconds).
+const SWEEP_DELAY: Duration = Duration::from_millis(1);
 /// Reads in a row that use less than a quarter of the growth step before it is halved.
 const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
@@ -74,6 +77,10 @@ struct ChannelSlot {
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// Which delivery tags are settled, for sending a run of acks as one.
     acks: AckCoalescer,
+    /// The tag of the last delivery handed to a consumer that acks.
+    last_delivered: u64,
+    /// The driver promised this incarnation's ack queue a sweep ([`AckQueue::promise_sweep`]).
+    sweep_promised: bool,
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
@@ -97,6 +104,9 @@ pub(crate) struct Driver<R, W> {
     next_generation: u64,
     confirm_window: usize,
     parked: Option<Parked>,
+    /// Channels whose ack queues were promised a sweep, and when the promise falls due at the latest.
+    sweeps: Vec<u16>,
+    sweep_deadline: Option<Instant>,
     /// Consumer queues pushed to since the last wake: woken once each when the events are dispatched.
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
@@ -147,6 +157,8 @@ where
             confirm_window,
             parked: None,
             to_wake: Vec::new(),
+            sweeps: Vec::new(),
+            sweep_deadline: None,
             close_waiters: Vec::new(),
             closing_deadline: None,
             close_timeout,
@@ -239,10 +251,14 @@ where
                     None => Ok(()),
                 };
             }
-            let deadline = match (self.proto.poll_timeout(), self.closing_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b.into_std())),
-                (a, b) => a.or(b.map(Instant::into_std)),
-            };
+            let deadline = [
+                self.proto.poll_timeout(),
+                self.closing_deadline.map(Instant::into_std),
+                self.sweep_deadline.map(Instant::into_std),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(d) = deadline {
                 let d = Instant::from_std(d);
                 if sleep.deadline() != d {
@@ -274,6 +290,8 @@ where
                             "broker closed the socket without connection.close",
                         )));
                     }
+                    // Before this read's deliveries: the acks the consumers made since the last one.
+                    self.sweep_acks();
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
@@ -312,6 +330,9 @@ where
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
+                    if self.sweep_deadline.is_some_and(|d| d <= now) {
+                        self.sweep_acks();
+                    }
                     if self.closing_deadline.is_some_and(|d| d <= now) {
                         return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
                     }
@@ -396,6 +417,8 @@ where
                     pending_return: None,
                     close_waiters: Vec::new(),
                     acks: AckCoalescer::default(),
+                    last_delivered: 0,
+                    sweep_promised: false,
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -537,9 +560,44 @@ where
                 if let Some(reply) = reply {
                     self.close_waiters.push(reply);
                 }
+                // Acks made before the close go out before it.
+                self.sweep_acks();
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
         }
+    }
+
+    /// Takes and sends what the ack queues promised a sweep hold, and retires the promises: later acks
+    /// of those channels send their own flush command until a delivery renews the promise.
+    fn sweep_acks(&mut self) {
+        self.sweep_deadline = None;
+        if self.sweeps.is_empty() {
+            return;
+        }
+        let mut channels = std::mem::take(&mut self.sweeps);
+        for channel in channels.drain(..) {
+            self.sweep_channel(channel);
+        }
+        self.sweeps = channels;
+    }
+
+    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding.
+    fn sweep_channel(&mut self, channel: u16) {
+        let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
+        let Some(slot) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if !slot.sweep_promised {
+            return;
+        }
+        slot.sweep_promised = false;
+        let mut settlements = std::mem::take(&mut self.settlements);
+        slot.shared.acks.sweep(&mut settlements);
+        if usable {
+            self.send_settlements(channel, &mut settlements);
+        }
+        settlements.clear();
+        self.settlements = settlements;
     }
 
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
@@ -825,6 +883,7 @@ where
                     // The broker settled it on sending: its tag is a gap the prefix cannot cross.
                     slot.acks.disable();
                 }
+                let tag = deliver.delivery_tag;
                 let delivery = Delivery::new(
                     deliver,
                     header.properties,
@@ -832,10 +891,25 @@ where
                     DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
                 );
                 let queue = sink.tx.handle();
+                let acked_by_client = !sink.no_ack;
                 match queue.push(delivery) {
                     Pushed::Queued => {
                         if !self.to_wake.last().is_some_and(|q| q.same_queue(queue)) {
                             self.to_wake.push(queue.clone());
+                        }
+                        if acked_by_client {
+                            slot.last_delivered = tag;
+                            let can_wait = sweep_keeps_broker_sending(slot);
+                            if can_wait && !slot.sweep_promised {
+                                slot.sweep_promised = true;
+                                slot.shared.acks.promise_sweep();
+                                self.sweeps.push(channel);
+                                self.sweep_deadline
+                                    .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
+                            } else if !can_wait && slot.sweep_promised {
+                                // Too close to the prefetch limit to hold acks back any longer.
+                                self.sweep_channel(channel);
+                            }
                         }
                     }
                     Pushed::Full(delivery) => {
@@ -948,6 +1022,14 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
         Method::BasicRecover(_) => &[(basic::RecoverOk::CLASS_ID, basic::RecoverOk::METHOD_ID)],
         other => other.info().responses,
     }
+}
+
+fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
+    let unsettled = slot
+        .acks
+        .settled_through()
+        .map(|settled| slot.last_delivered.saturating_sub(settled));
+    may_hold_acks(unsettled, slot.shared.prefetch.load(Ordering::Acquire))
 }
 
 /// How a method sent as it is bears on merging later acks of its channel.
