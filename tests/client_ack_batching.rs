@@ -296,3 +296,90 @@ async fn acks_go_out_before_the_connection_close() {
         .expect("scenario finished in time");
     assert_eq!(seen, vec![ack(3, true)]);
 }
+
+/// A settlement made after a channel command never overtakes it, even while the driver holds acks for
+/// its next read: a reject made after a publish reaches the broker after the publish, with the broker's
+/// next delivery (which makes the driver sweep held acks) sent while the publish is still queued. Which
+/// the driver sees first depends on when the runtime polls the socket, so this checks the order the
+/// broker sees rather than forcing the race; `AckQueue`'s unit tests pin the rule that closes it (a
+/// promised sweep takes no settlement made behind a queued command).
+#[tokio::test]
+async fn a_settlement_made_after_a_command_never_overtakes_it() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag: ShortStr = peer.answer_consume(ch).await;
+        for t in 1..=3 {
+            peer.send_content(ch, deliver(&tag, t), b"m").await;
+        }
+        go_rx.await.expect("client acted");
+        // Readable socket for the driver before it turns to its commands.
+        peer.send_content(ch, deliver(&tag, 4), b"m").await;
+        let (c, m) = peer.expect_method().await;
+        assert_eq!(
+            (c, m),
+            (ch, ack(1, false)),
+            "the ack made before the publish, first"
+        );
+        let (publish, _, _) = peer.expect_publish(ch).await;
+        assert_eq!(publish.routing_key.as_str(), "elsewhere");
+        let (c, m) = peer.expect_method().await;
+        let reject: Method = basic::Reject {
+            delivery_tag: 2,
+            requeue: true,
+        }
+        .into();
+        assert_eq!(
+            (c, m),
+            (ch, reject),
+            "the reject made after the publish, after it"
+        );
+        loop {
+            match peer.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                (_, Method::BasicCancel(_) | Method::BasicReject(_) | Method::BasicAck(_)) => {}
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(0, coney::spec::connection::CloseOk).await;
+        peer.expect_eof().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let mut d = Vec::new();
+        for _ in 0..3 {
+            d.push(consumer.next().await.expect("open").expect("delivery"));
+        }
+        // No await below waits for the driver or the broker (current-thread runtime): they run when
+        // this task next waits, with the ack, the publish and the reject all made.
+        go_tx.send(()).expect("broker waiting");
+        d[0].ack().await.expect("ack");
+        let _unconfirmed = ch
+            .basic_publish(
+                "",
+                "elsewhere",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "x",
+            )
+            .await
+            .expect("publish");
+        d[1].reject(true).await.expect("reject");
+        let fourth = consumer.next().await.expect("open").expect("delivery");
+        assert_eq!(fourth.delivery_tag(), 4);
+        drop(consumer);
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}

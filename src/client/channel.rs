@@ -69,7 +69,13 @@ impl ChannelInner {
     /// before room for both commands is reserved.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
         if !self.shared.acks.may_have_pending() {
-            return self.conn.send(cmd).await;
+            let mut permits = self.conn.reserve(1).await?;
+            let Some(permit) = permits.next() else {
+                unreachable!("one permit was reserved");
+            };
+            self.shared.commands_sent(1);
+            permit.send(cmd);
+            return Ok(());
         }
         let permits = self.conn.reserve(2).await?;
         self.send_behind_settlements(permits, cmd);
@@ -80,7 +86,12 @@ impl ChannelInner {
     /// closed (then nothing was taken or sent).
     fn try_submit(&self, cmd: Command) -> bool {
         if !self.shared.acks.may_have_pending() {
-            return self.conn.commands.try_send(cmd).is_ok();
+            let Ok(permit) = self.conn.commands.try_reserve() else {
+                return false;
+            };
+            self.shared.commands_sent(1);
+            permit.send(cmd);
+            return true;
         }
         let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
             return false;
@@ -101,9 +112,11 @@ impl ChannelInner {
         };
         self.shared.acks.take_and_send(|settlements| {
             if settlements.is_empty() {
+                self.shared.commands_sent(1);
                 first.send(cmd);
                 return;
             }
+            self.shared.commands_sent(2);
             first.send(Command::Settle {
                 channel: self.shared.id,
                 generation: self.shared.generation,
@@ -469,7 +482,8 @@ impl Channel {
             no_wait: false,
             arguments,
         };
-        let capacity = match self.inner.shared.prefetch.load(Ordering::Acquire) {
+        let prefetch = self.inner.shared.prefetch.load(Ordering::Acquire);
+        let capacity = match prefetch {
             0 => UNLIMITED_PREFETCH_BUFFER,
             n => n as usize,
         };
@@ -479,6 +493,7 @@ impl Channel {
             tx,
             shared: shared.clone(),
             no_ack: options.no_ack,
+            prefetch,
         };
         self.rpc_with(m.into(), Some(sink)).await?;
         Ok(Consumer::new(rx, shared, self.clone()))

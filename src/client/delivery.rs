@@ -64,7 +64,12 @@ impl DeliveryAcker {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
-        let Err(settlement) = self.channel.acks.try_push(Settlement { tag, settle }) else {
+        let quiet = self.channel.commands_quiet();
+        let Err(settlement) = self
+            .channel
+            .acks
+            .try_push(Settlement { tag, settle }, quiet)
+        else {
             // A flush is already queued; it takes this one too.
             return Ok(());
         };

@@ -97,9 +97,15 @@ impl AckQueue {
     /// Appends `s` if a flush command that will take it is already queued (and the queue is below its
     /// limit). Otherwise hands `s` back: the caller reserves room for a command and calls
     /// [`AckQueue::push_with_flush`].
-    pub(crate) fn try_push(&self, s: Settlement) -> Result<(), Settlement> {
+    ///
+    /// A promised sweep ([`AckQueue::promise_sweep`]) takes `s` too, but only if `commands_quiet`: the
+    /// caller checked (before this call) that no command of the channel it queued or saw queued is still
+    /// waiting for the driver. A settlement under the promise has no place in the command queue, so with
+    /// such a command ahead it must get a flush command behind it instead.
+    pub(crate) fn try_push(&self, s: Settlement, commands_quiet: bool) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        if !(inner.flush_queued || inner.sweep_promised) || inner.pending.len() >= ACK_QUEUE_MAX {
+        let promised = inner.sweep_promised && commands_quiet;
+        if !(inner.flush_queued || promised) || inner.pending.len() >= ACK_QUEUE_MAX {
             return Err(s);
         }
         inner.pending.push(s);
@@ -204,7 +210,11 @@ mod tests {
 
     /// Pushes like `DeliveryAcker::settle`, recording the flush commands it would send.
     fn push(q: &AckQueue, s: Settlement, flushes: &mut Vec<u64>) {
-        if let Err(s) = q.try_push(s) {
+        push_quiet(q, s, true, flushes)
+    }
+
+    fn push_quiet(q: &AckQueue, s: Settlement, quiet: bool, flushes: &mut Vec<u64>) {
+        if let Err(s) = q.try_push(s, quiet) {
             q.push_with_flush(s, |epoch| flushes.push(epoch));
         }
     }
@@ -322,6 +332,19 @@ mod tests {
         out.clear();
         q.take_for_flush(1, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_promise_does_not_take_pushes_made_behind_a_queued_command() {
+        let q = AckQueue::default();
+        let mut flushes = Vec::new();
+        q.promise_sweep();
+        // A command of the channel is still in the driver's queue: the ack needs a flush behind it.
+        push_quiet(&q, ack(1), false, &mut flushes);
+        assert_eq!(flushes, vec![0]);
+        // Later pushes of the same epoch ride on that flush, quiet or not.
+        push_quiet(&q, ack(2), false, &mut flushes);
+        assert_eq!(flushes, vec![0]);
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! again. In the other direction, a driver waiting for room ([`DeliveryHandle::poll_room`]) is woken once the
 //! consumer has worked the queue down to half, not once per delivery taken.
 //!
-//! Lifecycle: the driver's [`DeliverySender`] lives in the consumer's entry in the driver; dropping it
-//! (cancel, channel or connection end) ends the queue, and the receiver reads what was pushed before and
-//! then `None`. Dropping or closing the [`DeliveryReceiver`] makes every later push fail with
+//! Lifecycle: the driver's [`DeliverySender`] lives in the consumer's entry in the driver (and a clone
+//! with a delivery parked for room); dropping the last one (cancel, channel or connection end) ends the
+//! queue, and the receiver reads what was pushed before and then `None`. Dropping or closing the [`DeliveryReceiver`] makes every later push fail with
 //! [`Pushed::Closed`], so the driver can give those deliveries back to the broker.
 //!
 //! Bound: at most `capacity` deliveries are pushed and not yet handed to the user, counting the batch the
@@ -31,6 +31,7 @@ use crate::client::Delivery;
 pub(crate) fn delivery_queue(capacity: usize) -> (DeliverySender, DeliveryReceiver) {
     let shared = Arc::new(Shared {
         capacity: capacity.max(1),
+        senders: AtomicUsize::new(1),
         len: AtomicUsize::new(0),
         sender_waiting: AtomicBool::new(false),
         state: Mutex::new(State {
@@ -56,6 +57,8 @@ pub(crate) fn delivery_queue(capacity: usize) -> (DeliverySender, DeliveryReceiv
 
 struct Shared {
     capacity: usize,
+    /// Live [`DeliverySender`]s; the last one to go ends the queue.
+    senders: AtomicUsize,
     /// Deliveries pushed and not yet handed to the user, in `State::items` or in the receiver's batch.
     /// Raised by the sender under the lock, lowered by the receiver without it.
     len: AtomicUsize,
@@ -89,7 +92,7 @@ pub(crate) enum Pushed {
     Closed(Delivery),
 }
 
-/// The driver's end of a consumer's queue. Dropping it ends the queue.
+/// The driver's end of a consumer's queue. Dropping the last clone ends the queue.
 pub(crate) struct DeliverySender {
     handle: DeliveryHandle,
 }
@@ -101,8 +104,20 @@ impl DeliverySender {
     }
 }
 
+impl Clone for DeliverySender {
+    fn clone(&self) -> Self {
+        self.handle.shared.senders.fetch_add(1, Ordering::Relaxed);
+        DeliverySender {
+            handle: self.handle.clone(),
+        }
+    }
+}
+
 impl Drop for DeliverySender {
     fn drop(&mut self) {
+        if self.handle.shared.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         let waker = {
             let mut state = self.handle.shared.lock();
             state.sender_closed = true;
@@ -355,6 +370,19 @@ mod tests {
             1,
             "the waiting receiver is woken"
         );
+        assert_eq!(recv(&mut rx, &w), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_clone_keeps_the_queue_open_until_it_is_dropped_too() {
+        let (tx, mut rx) = delivery_queue(4);
+        let (_, w) = waker();
+        let parked = tx.clone();
+        drop(tx);
+        assert!(matches!(parked.handle().push(delivery(1)), Pushed::Queued));
+        assert_eq!(recv(&mut rx, &w), Poll::Ready(Some(1)));
+        assert_eq!(recv(&mut rx, &w), Poll::Pending, "still open");
+        drop(parked);
         assert_eq!(recv(&mut rx, &w), Poll::Ready(None));
     }
 

@@ -31,7 +31,7 @@ use crate::{
             RpcReply,
         },
         consumer_map::ConsumerMap,
-        delivery_queue::{DeliveryHandle, Pushed},
+        delivery_queue::{DeliveryHandle, DeliverySender, Pushed},
     },
     proto::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker,
@@ -49,6 +49,13 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
+/// Whether a promised sweep happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    Done,
+    Postponed,
+}
+
 /// How long acks a sweep was promised may wait when no read comes first (tokio's timers tick in
 /// milliseconds).
 const SWEEP_DELAY: Duration = Duration::from_millis(1);
@@ -81,11 +88,26 @@ struct ChannelSlot {
     last_delivered: u64,
     /// The driver promised this incarnation's ack queue a sweep ([`AckQueue::promise_sweep`]).
     sweep_promised: bool,
+    /// The smallest prefetch limit any consumer of this incarnation started under (0: none).
+    consumer_prefetch: u16,
+}
+
+impl ChannelSlot {
+    /// Remembers the limit a new consumer started under; the smallest one bounds holding acks.
+    fn note_consumer_limit(&mut self, sink: &ConsumerSink) {
+        if sink.prefetch != 0
+            && (self.consumer_prefetch == 0 || sink.prefetch < self.consumer_prefetch)
+        {
+            self.consumer_prefetch = sink.prefetch;
+        }
+    }
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
 struct Parked {
-    queue: DeliveryHandle,
+    /// A clone of the consumer's sender: a consumer cancelled meanwhile still gets the delivery, before
+    /// its queue ends.
+    queue: DeliverySender,
     delivery: Delivery,
 }
 
@@ -241,6 +263,10 @@ where
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
+            // The timer branch is polled last and could be starved by a busy command queue.
+            if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
+                self.sweep_acks();
+            }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -299,11 +325,11 @@ where
                 room = room_for(&self.parked), if paused => {
                     let Parked { queue, delivery } = self.parked.take().expect("paused means parked");
                     let pushed = match room {
-                        Ok(()) => queue.push(delivery),
+                        Ok(()) => queue.handle().push(delivery),
                         Err(()) => Pushed::Closed(delivery),
                     };
                     match pushed {
-                        Pushed::Queued => self.to_wake.push(queue),
+                        Pushed::Queued => self.to_wake.push(queue.handle().clone()),
                         Pushed::Full(delivery) => self.parked = Some(Parked { queue, delivery }),
                         Pushed::Closed(delivery) => self.consumer_gone(delivery),
                     }
@@ -385,12 +411,18 @@ where
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
         if self.closing_deadline.is_none() {
+            // Acks made before the close go out before it.
+            self.sweep_acks();
             self.proto.close(code, text);
             self.closing_deadline = Some(Instant::now() + self.close_timeout);
         }
     }
 
     fn handle_command(&mut self, cmd: Command) {
+        // Publishes count themselves where their channel is looked up anyway.
+        if !matches!(cmd, Command::Publish(_)) {
+            self.count_handled(&cmd);
+        }
         let closing = self.closing_deadline.is_some();
         match cmd {
             Command::OpenChannel { reply } => {
@@ -419,6 +451,7 @@ where
                     acks: AckCoalescer::default(),
                     last_delivered: 0,
                     sweep_promised: false,
+                    consumer_prefetch: 0,
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -484,6 +517,7 @@ where
                 match (consumer, &method) {
                     (Some(sink), Method::BasicConsume(consume)) => {
                         let _ = sink.shared.tag.set(consume.consumer_tag.clone());
+                        slot.note_consumer_limit(&sink);
                         slot.consumers.insert(consume.consumer_tag.clone(), sink);
                     }
                     (_, Method::BasicCancel(cancel)) => {
@@ -560,8 +594,6 @@ where
                 if let Some(reply) = reply {
                     self.close_waiters.push(reply);
                 }
-                // Acks made before the close go out before it.
-                self.sweep_acks();
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
         }
@@ -575,20 +607,33 @@ where
             return;
         }
         let mut channels = std::mem::take(&mut self.sweeps);
-        for channel in channels.drain(..) {
-            self.sweep_channel(channel);
+        let mut kept = 0;
+        for i in 0..channels.len() {
+            if self.sweep_channel(channels[i]) == Sweep::Postponed {
+                channels[kept] = channels[i];
+                kept += 1;
+            }
+        }
+        channels.truncate(kept);
+        if kept > 0 {
+            self.sweep_deadline = Some(Instant::now() + SWEEP_DELAY);
         }
         self.sweeps = channels;
     }
 
-    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding.
-    fn sweep_channel(&mut self, channel: u16) {
+    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding; postpones it while
+    /// a command of the channel is still in the command queue, since acks held for the sweep may have
+    /// been made after that command and must not overtake it.
+    fn sweep_channel(&mut self, channel: u16) -> Sweep {
         let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
         let Some(slot) = self.channels.get_mut(channel) else {
-            return;
+            return Sweep::Done;
         };
         if !slot.sweep_promised {
-            return;
+            return Sweep::Done;
+        }
+        if usable && !slot.shared.commands_quiet() {
+            return Sweep::Postponed;
         }
         slot.sweep_promised = false;
         let mut settlements = std::mem::take(&mut self.settlements);
@@ -598,6 +643,7 @@ where
         }
         settlements.clear();
         self.settlements = settlements;
+        Sweep::Done
     }
 
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
@@ -631,11 +677,34 @@ where
         }
     }
 
+    /// Counts a channel command of a live incarnation as taken ([`ChannelShared::commands_quiet`]).
+    #[inline(never)]
+    fn count_handled(&self, cmd: &Command) {
+        if let Some((channel, generation)) = cmd.channel_command() {
+            if let Some(slot) = self.channels.get(channel) {
+                if slot.shared.generation == generation {
+                    slot.shared.command_handled();
+                }
+            }
+        }
+    }
+
     fn publish(&mut self, p: Publish) {
         let usable = self.proto.channel_is_usable(p.channel) && self.closing_deadline.is_none();
         let slot = match self.channels.get_mut(p.channel) {
-            Some(slot) if usable && slot.shared.generation == p.generation => slot,
-            _ => {
+            Some(slot) if slot.shared.generation == p.generation => {
+                slot.shared.command_handled();
+                if usable {
+                    Some(slot)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
                 let error = self.channel_error(p.channel);
                 if let Some(waiter) = p.confirm {
                     let _ = waiter.reply.send(Err(error));
@@ -803,6 +872,7 @@ where
             Method::BasicConsumeOk(ok) => {
                 if let Some(sink) = head.consumer {
                     let _ = sink.shared.tag.set(ok.consumer_tag.clone());
+                    slot.note_consumer_limit(&sink);
                     slot.consumers.insert(ok.consumer_tag.clone(), sink);
                 }
                 RpcReply::Method(ok.into())
@@ -907,15 +977,16 @@ where
                                 self.sweep_deadline
                                     .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
                             } else if !can_wait && slot.sweep_promised {
-                                // Too close to the prefetch limit to hold acks back any longer.
-                                self.sweep_channel(channel);
+                                // Too close to the prefetch limit to hold acks back any longer. A
+                                // postponed sweep stays listed for the next read or the timer.
+                                let _ = self.sweep_channel(channel);
                             }
                         }
                     }
                     Pushed::Full(delivery) => {
                         trace!(channel, "consumer queue full; pausing reads");
                         self.parked = Some(Parked {
-                            queue: queue.clone(),
+                            queue: sink.tx.clone(),
                             delivery,
                         });
                     }
@@ -1029,7 +1100,17 @@ fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
         .acks
         .settled_through()
         .map(|settled| slot.last_delivered.saturating_sub(settled));
-    may_hold_acks(unsettled, slot.shared.prefetch.load(Ordering::Acquire))
+    // The channel's current limit (a later global basic.qos) and the smallest one a consumer started
+    // under both apply.
+    let limit = match (
+        slot.shared.prefetch.load(Ordering::Acquire),
+        slot.consumer_prefetch,
+    ) {
+        (0, c) => c,
+        (p, 0) => p,
+        (p, c) => p.min(c),
+    };
+    may_hold_acks(unsettled, limit)
 }
 
 /// How a method sent as it is bears on merging later acks of its channel.
@@ -1134,7 +1215,7 @@ async fn read_into<R: AsyncRead + Unpin>(
 /// Ready when the parked delivery's consumer has room for it (`Ok`) or is gone (`Err`).
 async fn room_for(parked: &Option<Parked>) -> Result<(), ()> {
     match parked {
-        Some(p) => std::future::poll_fn(|cx| p.queue.poll_room(cx)).await,
+        Some(p) => std::future::poll_fn(|cx| p.queue.handle().poll_room(cx)).await,
         None => std::future::pending().await,
     }
 }
