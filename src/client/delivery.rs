@@ -93,13 +93,15 @@ impl DeliveryAcker {
             }
         };
         let (channel, generation) = (self.channel.id, self.channel.generation);
-        self.channel.acks.push_with_flush(settlement, |epoch| {
-            permit.send(Command::FlushAcks {
-                channel,
-                generation,
-                epoch,
-            })
-        });
+        self.channel
+            .acks
+            .push_with_flush(settlement, quiet, |epoch| {
+                permit.send(Command::FlushAcks {
+                    channel,
+                    generation,
+                    epoch,
+                })
+            });
         Ok(())
     }
 

@@ -94,18 +94,21 @@ struct Inner {
 }
 
 impl AckQueue {
-    /// Appends `s` if a flush command that will take it is already queued (and the queue is below its
-    /// limit). Otherwise hands `s` back: the caller reserves room for a command and calls
-    /// [`AckQueue::push_with_flush`].
+    /// Appends `s` if a flush command that will take it is already queued, or a sweep is promised (and
+    /// the queue is below its limit). Otherwise hands `s` back: the caller reserves room for a command
+    /// and calls [`AckQueue::push_with_flush`].
     ///
-    /// A promised sweep ([`AckQueue::promise_sweep`]) takes `s` too, but only if `commands_quiet`: the
-    /// caller checked (before this call) that no command of the channel it queued or saw queued is still
-    /// waiting for the driver. A settlement under the promise has no place in the command queue, so with
-    /// such a command ahead it must get a flush command behind it instead.
+    /// Either way only if `commands_quiet`: the caller checked (before this call) that no command of the
+    /// channel it queued or saw queued is still waiting for the driver. A settlement under a promise has
+    /// no place in the command queue, and a flush already queued may be ahead of such a command (queued
+    /// by another task while this one waited for room, say); with a command possibly ahead, `s` must get
+    /// a flush command of its own behind it.
     pub(crate) fn try_push(&self, s: Settlement, commands_quiet: bool) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        let promised = inner.sweep_promised && commands_quiet;
-        if !(inner.flush_queued || promised) || inner.pending.len() >= ACK_QUEUE_MAX {
+        if !commands_quiet
+            || !(inner.flush_queued || inner.sweep_promised)
+            || inner.pending.len() >= ACK_QUEUE_MAX
+        {
             return Err(s);
         }
         inner.pending.push(s);
@@ -113,31 +116,52 @@ impl AckQueue {
         Ok(())
     }
 
-    /// For the driver: it will take the queue with [`AckQueue::sweep`] soon without being asked (on its
-    /// next read, or after a short timer), so settlements until then need no flush command of their own.
+    /// For the driver: it will take the queue with [`AckQueue::sweep_if`] soon without being asked (on
+    /// its next read, or after a short timer), so settlements until then need no flush command of their
+    /// own.
     pub(crate) fn promise_sweep(&self) {
         self.lock().sweep_promised = true;
     }
 
-    /// For the driver, keeping its promise: moves everything queued into `out` and starts a new epoch,
-    /// like a flush of the current one; later settlements need a flush command again.
-    pub(crate) fn sweep(&self, out: &mut Vec<Settlement>) {
+    /// For the driver, keeping its promise: if `quiet()` (no command of the channel waits in the command
+    /// queue, checked under the lock, so it covers every settlement this sweep takes), moves everything
+    /// queued into `out`, starts a new epoch like a flush of the current one and retires the promise;
+    /// later settlements need a flush command again. Otherwise takes nothing and keeps the promise:
+    /// settlements made after a queued command must not overtake it.
+    pub(crate) fn sweep_if(&self, quiet: impl FnOnce() -> bool, out: &mut Vec<Settlement>) -> bool {
         let mut inner = self.lock();
+        if !quiet() {
+            return false;
+        }
         inner.sweep_promised = false;
         out.append(&mut inner.pending);
         inner.epoch += 1;
         inner.flush_queued = false;
         self.pending.store(false, Ordering::Release);
+        true
     }
 
-    /// Appends `s` and, unless a flush is already queued for it, calls `send_flush(epoch)`, which must
-    /// queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
-    pub(crate) fn push_with_flush(&self, s: Settlement, send_flush: impl FnOnce(u64)) {
+    /// Appends `s` and, unless a flush it may ride is already queued, calls `send_flush(epoch)`, which
+    /// must queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
+    ///
+    /// Without `commands_quiet`, a queued flush may be ahead of a command `s` must follow: the epoch
+    /// moves on, so that flush takes nothing and the new one, behind the command, takes everything
+    /// (settlements of the old epoch were made by other tasks, unordered with this one's command).
+    pub(crate) fn push_with_flush(
+        &self,
+        s: Settlement,
+        commands_quiet: bool,
+        send_flush: impl FnOnce(u64),
+    ) {
         let mut inner = self.lock();
-        let needs_flush = !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX;
+        let needs_flush =
+            !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX || !commands_quiet;
         inner.pending.push(s);
         self.pending.store(true, Ordering::Release);
         if needs_flush {
+            if inner.flush_queued && !commands_quiet {
+                inner.epoch += 1;
+            }
             inner.flush_queued = true;
             send_flush(inner.epoch);
         }
@@ -215,7 +239,7 @@ mod tests {
 
     fn push_quiet(q: &AckQueue, s: Settlement, quiet: bool, flushes: &mut Vec<u64>) {
         if let Err(s) = q.try_push(s, quiet) {
-            q.push_with_flush(s, |epoch| flushes.push(epoch));
+            q.push_with_flush(s, quiet, |epoch| flushes.push(epoch));
         }
     }
 
@@ -316,7 +340,7 @@ mod tests {
         assert!(flushes.is_empty(), "the promised sweep will take them");
         assert!(q.may_have_pending());
         let mut out = Vec::new();
-        q.sweep(&mut out);
+        assert!(q.sweep_if(|| true, &mut out));
         assert_eq!(out, vec![ack(1), ack(2)]);
         assert!(!q.may_have_pending());
         push(&q, ack(3), &mut flushes);
@@ -328,7 +352,7 @@ mod tests {
         // A flush of an epoch the sweep ended takes nothing.
         q.promise_sweep();
         push(&q, ack(4), &mut flushes);
-        q.sweep(&mut out);
+        assert!(q.sweep_if(|| true, &mut out));
         out.clear();
         q.take_for_flush(1, &mut out);
         assert!(out.is_empty());
@@ -342,9 +366,44 @@ mod tests {
         // A command of the channel is still in the driver's queue: the ack needs a flush behind it.
         push_quiet(&q, ack(1), false, &mut flushes);
         assert_eq!(flushes, vec![0]);
-        // Later pushes of the same epoch ride on that flush, quiet or not.
-        push_quiet(&q, ack(2), false, &mut flushes);
+        // With the command taken, a push rides that flush (it is behind every command it must follow).
+        push_quiet(&q, ack(2), true, &mut flushes);
         assert_eq!(flushes, vec![0]);
+    }
+
+    #[test]
+    fn a_push_behind_a_queued_command_never_rides_an_earlier_flush() {
+        let q = AckQueue::default();
+        let mut flushes = Vec::new();
+        // Another task's ack queued a flush for epoch 0 ...
+        push(&q, ack(1), &mut flushes);
+        assert_eq!(flushes, vec![0]);
+        // ... then this task queued a command (behind that flush) and acks: a new flush, a new epoch.
+        push_quiet(&q, ack(2), false, &mut flushes);
+        assert_eq!(flushes, vec![0, 1]);
+        let mut out = Vec::new();
+        q.take_for_flush(0, &mut out);
+        assert!(
+            out.is_empty(),
+            "the flush ahead of the command takes nothing"
+        );
+        q.take_for_flush(1, &mut out);
+        assert_eq!(out, vec![ack(1), ack(2)]);
+    }
+
+    #[test]
+    fn a_sweep_waits_while_a_command_is_queued() {
+        let q = AckQueue::default();
+        let mut flushes = Vec::new();
+        q.promise_sweep();
+        push(&q, ack(1), &mut flushes);
+        let mut out = Vec::new();
+        assert!(!q.sweep_if(|| false, &mut out), "postponed");
+        assert!(out.is_empty());
+        push(&q, ack(2), &mut flushes);
+        assert!(flushes.is_empty(), "the promise still holds");
+        assert!(q.sweep_if(|| true, &mut out));
+        assert_eq!(out, vec![ack(1), ack(2)]);
     }
 
     #[test]

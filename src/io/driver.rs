@@ -265,7 +265,7 @@ where
         loop {
             // The timer branch is polled last and could be starved by a busy command queue.
             if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
-                self.sweep_acks();
+                self.sweep_acks(false);
             }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
@@ -317,7 +317,7 @@ where
                         )));
                     }
                     // Before this read's deliveries: the acks the consumers made since the last one.
-                    self.sweep_acks();
+                    self.sweep_acks(false);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
@@ -357,7 +357,7 @@ where
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
                     if self.sweep_deadline.is_some_and(|d| d <= now) {
-                        self.sweep_acks();
+                        self.sweep_acks(false);
                     }
                     if self.closing_deadline.is_some_and(|d| d <= now) {
                         return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
@@ -411,8 +411,9 @@ where
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
         if self.closing_deadline.is_none() {
-            // Acks made before the close go out before it.
-            self.sweep_acks();
+            // Acks made before the close go out before it; commands queued behind the close are dropped,
+            // so there is nothing left for them to overtake.
+            self.sweep_acks(true);
             self.proto.close(code, text);
             self.closing_deadline = Some(Instant::now() + self.close_timeout);
         }
@@ -600,8 +601,9 @@ where
     }
 
     /// Takes and sends what the ack queues promised a sweep hold, and retires the promises: later acks
-    /// of those channels send their own flush command until a delivery renews the promise.
-    fn sweep_acks(&mut self) {
+    /// of those channels send their own flush command until a delivery renews the promise. `force`
+    /// skips the wait for queued commands of the channel (for a close, which drops them).
+    fn sweep_acks(&mut self, force: bool) {
         self.sweep_deadline = None;
         if self.sweeps.is_empty() {
             return;
@@ -609,7 +611,7 @@ where
         let mut channels = std::mem::take(&mut self.sweeps);
         let mut kept = 0;
         for i in 0..channels.len() {
-            if self.sweep_channel(channels[i]) == Sweep::Postponed {
+            if self.sweep_channel(channels[i], force) == Sweep::Postponed {
                 channels[kept] = channels[i];
                 kept += 1;
             }
@@ -621,10 +623,11 @@ where
         self.sweeps = channels;
     }
 
-    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding; postpones it while
-    /// a command of the channel is still in the command queue, since acks held for the sweep may have
-    /// been made after that command and must not overtake it.
-    fn sweep_channel(&mut self, channel: u16) -> Sweep {
+    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding; unless `force`,
+    /// postpones it while a command of the channel is still in the command queue (checked under the ack
+    /// queue's lock), since acks held for the sweep may have been made after that command and must not
+    /// overtake it.
+    fn sweep_channel(&mut self, channel: u16, force: bool) -> Sweep {
         let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
         let Some(slot) = self.channels.get_mut(channel) else {
             return Sweep::Done;
@@ -632,12 +635,18 @@ where
         if !slot.sweep_promised {
             return Sweep::Done;
         }
-        if usable && !slot.shared.commands_quiet() {
+        let mut settlements = std::mem::take(&mut self.settlements);
+        let shared = &slot.shared;
+        // Unusable or closing: whatever waits behind is dropped anyway, so nothing can be overtaken.
+        let must_wait = usable && !force;
+        if !shared
+            .acks
+            .sweep_if(|| !must_wait || shared.commands_quiet(), &mut settlements)
+        {
+            self.settlements = settlements;
             return Sweep::Postponed;
         }
         slot.sweep_promised = false;
-        let mut settlements = std::mem::take(&mut self.settlements);
-        slot.shared.acks.sweep(&mut settlements);
         if usable {
             self.send_settlements(channel, &mut settlements);
         }
@@ -979,7 +988,7 @@ where
                             } else if !can_wait && slot.sweep_promised {
                                 // Too close to the prefetch limit to hold acks back any longer. A
                                 // postponed sweep stays listed for the next read or the timer.
-                                let _ = self.sweep_channel(channel);
+                                let _ = self.sweep_channel(channel, false);
                             }
                         }
                     }
