@@ -69,13 +69,7 @@ impl ChannelInner {
     /// before room for both commands is reserved.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
         if !self.shared.acks.may_have_pending() {
-            let mut permits = self.conn.reserve(1).await?;
-            let Some(permit) = permits.next() else {
-                unreachable!("one permit was reserved");
-            };
-            self.shared.commands_sent(1);
-            permit.send(cmd);
-            return Ok(());
+            return self.conn.send(cmd).await;
         }
         let permits = self.conn.reserve(2).await?;
         self.send_behind_settlements(permits, cmd);
@@ -86,12 +80,7 @@ impl ChannelInner {
     /// closed (then nothing was taken or sent).
     fn try_submit(&self, cmd: Command) -> bool {
         if !self.shared.acks.may_have_pending() {
-            let Ok(permit) = self.conn.commands.try_reserve() else {
-                return false;
-            };
-            self.shared.commands_sent(1);
-            permit.send(cmd);
-            return true;
+            return self.conn.commands.try_send(cmd).is_ok();
         }
         let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
             return false;
@@ -112,11 +101,9 @@ impl ChannelInner {
         };
         self.shared.acks.take_and_send(|settlements| {
             if settlements.is_empty() {
-                self.shared.commands_sent(1);
                 first.send(cmd);
                 return;
             }
-            self.shared.commands_sent(2);
             first.send(Command::Settle {
                 channel: self.shared.id,
                 generation: self.shared.generation,
@@ -482,8 +469,7 @@ impl Channel {
             no_wait: false,
             arguments,
         };
-        let prefetch = self.inner.shared.prefetch.load(Ordering::Acquire);
-        let capacity = match prefetch {
+        let capacity = match self.inner.shared.prefetch.load(Ordering::Acquire) {
             0 => UNLIMITED_PREFETCH_BUFFER,
             n => n as usize,
         };
@@ -493,7 +479,6 @@ impl Channel {
             tx,
             shared: shared.clone(),
             no_ack: options.no_ack,
-            prefetch,
         };
         self.rpc_with(m.into(), Some(sink)).await?;
         Ok(Consumer::new(rx, shared, self.clone()))

@@ -64,12 +64,7 @@ impl DeliveryAcker {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
-        let quiet = self.channel.commands_quiet();
-        let Err(settlement) = self
-            .channel
-            .acks
-            .try_push(Settlement { tag, settle }, quiet)
-        else {
+        let Err(settlement) = self.channel.acks.try_push(Settlement { tag, settle }) else {
             // A flush is already queued; it takes this one too.
             return Ok(());
         };
@@ -93,15 +88,13 @@ impl DeliveryAcker {
             }
         };
         let (channel, generation) = (self.channel.id, self.channel.generation);
-        self.channel
-            .acks
-            .push_with_flush(settlement, quiet, |epoch| {
-                permit.send(Command::FlushAcks {
-                    channel,
-                    generation,
-                    epoch,
-                })
-            });
+        self.channel.acks.push_with_flush(settlement, |epoch| {
+            permit.send(Command::FlushAcks {
+                channel,
+                generation,
+                epoch,
+            })
+        });
         Ok(())
     }
 
@@ -196,12 +189,6 @@ impl Delivery {
     /// Acks are queued per channel and written in batches; a batch of acks that settles every delivery
     /// of the channel up to its last one, in order, goes on the wire as one `basic.ack` with `multiple`
     /// set (the same messages settled, one frame for the broker to process instead of one per message).
-    ///
-    /// While deliveries stream in and the channel is well inside its prefetch limit, the driver sends the
-    /// acks made since its last read together with its next read, or after about a millisecond when no
-    /// read comes, instead of being woken for each batch; closer to the limit, and for channels without a
-    /// stream of deliveries, acks are sent as soon as the driver gets to them. A close of the channel or
-    /// connection sends acks made before it first.
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }

@@ -56,12 +56,6 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 /// sends a command ([`Command::FlushAcks`](crate::io::command::Command)): the driver takes everything that
 /// piled up meanwhile in one go and encodes it into one write.
 ///
-/// While deliveries stream in, even that command is saved: the driver *promises* the queue a sweep when it
-/// hands a consumer deliveries ([`AckQueue::promise_sweep`]) and keeps the promise on its next read or
-/// after a short timer ([`AckQueue::sweep`]), and pushes made meanwhile need no command at all. That
-/// saves a wake of the driver (a context switch on each side) per batch; [`may_hold_acks`] says when
-/// the broker's prefetch credit allows it.
-///
 /// Every change that must be paired with a command happens under the lock together with the send of
 /// that command, through a permit the caller reserved in the driver's queue beforehand. So a settlement is
 /// either queued with a flush on its way, or not queued at all (the caller got an error), and a caller
@@ -89,79 +83,29 @@ struct Inner {
     epoch: u64,
     /// A flush command for `epoch` is in the driver's queue.
     flush_queued: bool,
-    /// The driver has promised to take the queue soon on its own ([`AckQueue::promise_sweep`]).
-    sweep_promised: bool,
 }
 
 impl AckQueue {
-    /// Appends `s` if a flush command that will take it is already queued, or a sweep is promised (and
-    /// the queue is below its limit). Otherwise hands `s` back: the caller reserves room for a command
-    /// and calls [`AckQueue::push_with_flush`].
-    ///
-    /// Either way only if `commands_quiet`: the caller checked (before this call) that no command of the
-    /// channel it queued or saw queued is still waiting for the driver. A settlement under a promise has
-    /// no place in the command queue, and a flush already queued may be ahead of such a command (queued
-    /// by another task while this one waited for room, say); with a command possibly ahead, `s` must get
-    /// a flush command of its own behind it.
-    pub(crate) fn try_push(&self, s: Settlement, commands_quiet: bool) -> Result<(), Settlement> {
+    /// Appends `s` if a flush command that will take it is already queued (and the queue is below its
+    /// limit). Otherwise hands `s` back: the caller reserves room for a command and calls
+    /// [`AckQueue::push_with_flush`].
+    pub(crate) fn try_push(&self, s: Settlement) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        if !commands_quiet
-            || !(inner.flush_queued || inner.sweep_promised)
-            || inner.pending.len() >= ACK_QUEUE_MAX
-        {
+        if !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX {
             return Err(s);
         }
         inner.pending.push(s);
-        self.pending.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// For the driver: it will take the queue with [`AckQueue::sweep_if`] soon without being asked (on
-    /// its next read, or after a short timer), so settlements until then need no flush command of their
-    /// own.
-    pub(crate) fn promise_sweep(&self) {
-        self.lock().sweep_promised = true;
-    }
-
-    /// For the driver, keeping its promise: if `quiet()` (no command of the channel waits in the command
-    /// queue, checked under the lock, so it covers every settlement this sweep takes), moves everything
-    /// queued into `out`, starts a new epoch like a flush of the current one and retires the promise;
-    /// later settlements need a flush command again. Otherwise takes nothing and keeps the promise:
-    /// settlements made after a queued command must not overtake it.
-    pub(crate) fn sweep_if(&self, quiet: impl FnOnce() -> bool, out: &mut Vec<Settlement>) -> bool {
+    /// Appends `s` and, unless a flush is already queued for it, calls `send_flush(epoch)`, which must
+    /// queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
+    pub(crate) fn push_with_flush(&self, s: Settlement, send_flush: impl FnOnce(u64)) {
         let mut inner = self.lock();
-        if !quiet() {
-            return false;
-        }
-        inner.sweep_promised = false;
-        out.append(&mut inner.pending);
-        inner.epoch += 1;
-        inner.flush_queued = false;
-        self.pending.store(false, Ordering::Release);
-        true
-    }
-
-    /// Appends `s` and, unless a flush it may ride is already queued, calls `send_flush(epoch)`, which
-    /// must queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
-    ///
-    /// Without `commands_quiet`, a queued flush may be ahead of a command `s` must follow: the epoch
-    /// moves on, so that flush takes nothing and the new one, behind the command, takes everything
-    /// (settlements of the old epoch were made by other tasks, unordered with this one's command).
-    pub(crate) fn push_with_flush(
-        &self,
-        s: Settlement,
-        commands_quiet: bool,
-        send_flush: impl FnOnce(u64),
-    ) {
-        let mut inner = self.lock();
-        let needs_flush =
-            !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX || !commands_quiet;
+        let needs_flush = !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX;
         inner.pending.push(s);
         self.pending.store(true, Ordering::Release);
         if needs_flush {
-            if inner.flush_queued && !commands_quiet {
-                inner.epoch += 1;
-            }
             inner.flush_queued = true;
             send_flush(inner.epoch);
         }
@@ -206,21 +150,6 @@ impl AckQueue {
     }
 }
 
-/// Whether the driver may hold a channel's acks until its next read (and promise the queue a sweep),
-/// given how many deliveries it has handed out and not yet seen settled (`None`: unknown) and the
-/// channel's prefetch count (0: unlimited).
-///
-/// Holding must not stall the broker: it has to keep prefetch credit to send the deliveries whose read
-/// brings the acks out. With a quarter of the limit to spare it has; when its queue is empty instead,
-/// nothing waits on the acks and the driver's sweep timer sends them. Unknown means no.
-pub(crate) fn may_hold_acks(unsettled: Option<u64>, prefetch: u16) -> bool {
-    match (unsettled, u64::from(prefetch)) {
-        (None, _) => false,
-        (Some(_), 0) => true,
-        (Some(unsettled), prefetch) => unsettled * 4 < prefetch * 3,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,12 +163,8 @@ mod tests {
 
     /// Pushes like `DeliveryAcker::settle`, recording the flush commands it would send.
     fn push(q: &AckQueue, s: Settlement, flushes: &mut Vec<u64>) {
-        push_quiet(q, s, true, flushes)
-    }
-
-    fn push_quiet(q: &AckQueue, s: Settlement, quiet: bool, flushes: &mut Vec<u64>) {
-        if let Err(s) = q.try_push(s, quiet) {
-            q.push_with_flush(s, quiet, |epoch| flushes.push(epoch));
+        if let Err(s) = q.try_push(s) {
+            q.push_with_flush(s, |epoch| flushes.push(epoch));
         }
     }
 
@@ -314,96 +239,6 @@ mod tests {
         assert!(out.is_empty());
         q.take_for_flush(1, &mut out);
         assert_eq!(out, vec![ack(10001)]);
-    }
-
-    #[test]
-    fn acks_are_held_only_with_prefetch_credit_to_spare() {
-        assert!(may_hold_acks(Some(10_000), 0), "no prefetch limit");
-        assert!(may_hold_acks(Some(749), 1000));
-        assert!(!may_hold_acks(Some(750), 1000));
-        assert!(
-            !may_hold_acks(Some(1), 1),
-            "prefetch 1 needs every ack at once"
-        );
-        assert!(!may_hold_acks(Some(3), 4));
-        assert!(may_hold_acks(Some(2), 4));
-        assert!(!may_hold_acks(None, 0), "settlement state unknown");
-    }
-
-    #[test]
-    fn a_promised_sweep_takes_pushes_without_commands_until_it_is_kept() {
-        let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        q.promise_sweep();
-        push(&q, ack(1), &mut flushes);
-        push(&q, ack(2), &mut flushes);
-        assert!(flushes.is_empty(), "the promised sweep will take them");
-        assert!(q.may_have_pending());
-        let mut out = Vec::new();
-        assert!(q.sweep_if(|| true, &mut out));
-        assert_eq!(out, vec![ack(1), ack(2)]);
-        assert!(!q.may_have_pending());
-        push(&q, ack(3), &mut flushes);
-        assert_eq!(
-            flushes,
-            vec![1],
-            "after the sweep a push needs its own flush"
-        );
-        // A flush of an epoch the sweep ended takes nothing.
-        q.promise_sweep();
-        push(&q, ack(4), &mut flushes);
-        assert!(q.sweep_if(|| true, &mut out));
-        out.clear();
-        q.take_for_flush(1, &mut out);
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_promise_does_not_take_pushes_made_behind_a_queued_command() {
-        let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        q.promise_sweep();
-        // A command of the channel is still in the driver's queue: the ack needs a flush behind it.
-        push_quiet(&q, ack(1), false, &mut flushes);
-        assert_eq!(flushes, vec![0]);
-        // With the command taken, a push rides that flush (it is behind every command it must follow).
-        push_quiet(&q, ack(2), true, &mut flushes);
-        assert_eq!(flushes, vec![0]);
-    }
-
-    #[test]
-    fn a_push_behind_a_queued_command_never_rides_an_earlier_flush() {
-        let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        // Another task's ack queued a flush for epoch 0 ...
-        push(&q, ack(1), &mut flushes);
-        assert_eq!(flushes, vec![0]);
-        // ... then this task queued a command (behind that flush) and acks: a new flush, a new epoch.
-        push_quiet(&q, ack(2), false, &mut flushes);
-        assert_eq!(flushes, vec![0, 1]);
-        let mut out = Vec::new();
-        q.take_for_flush(0, &mut out);
-        assert!(
-            out.is_empty(),
-            "the flush ahead of the command takes nothing"
-        );
-        q.take_for_flush(1, &mut out);
-        assert_eq!(out, vec![ack(1), ack(2)]);
-    }
-
-    #[test]
-    fn a_sweep_waits_while_a_command_is_queued() {
-        let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        q.promise_sweep();
-        push(&q, ack(1), &mut flushes);
-        let mut out = Vec::new();
-        assert!(!q.sweep_if(|| false, &mut out), "postponed");
-        assert!(out.is_empty());
-        push(&q, ack(2), &mut flushes);
-        assert!(flushes.is_empty(), "the promise still holds");
-        assert!(q.sweep_if(|| true, &mut out));
-        assert_eq!(out, vec![ack(1), ack(2)]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What handles ask the driver to do, and what they share with it.
 
 use std::sync::{
-    atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU16, Ordering},
     Arc, OnceLock,
 };
 
@@ -77,37 +77,6 @@ pub(crate) enum Command {
     },
 }
 
-impl Command {
-    /// The channel incarnation of a command a handle queued through the channel's submit path (and
-    /// counted in [`ChannelShared::commands_sent`]).
-    pub(crate) fn channel_command(&self) -> Option<(u16, u64)> {
-        match self {
-            Command::Rpc {
-                channel,
-                generation,
-                ..
-            }
-            | Command::Send {
-                channel,
-                generation,
-                ..
-            }
-            | Command::Settle {
-                channel,
-                generation,
-                ..
-            }
-            | Command::CloseChannel {
-                channel,
-                generation,
-                ..
-            } => Some((*channel, *generation)),
-            Command::Publish(p) => Some((p.channel, p.generation)),
-            Command::OpenChannel { .. } | Command::FlushAcks { .. } | Command::Close { .. } => None,
-        }
-    }
-}
-
 pub(crate) struct Publish {
     pub channel: u16,
     pub generation: u64,
@@ -137,9 +106,6 @@ pub(crate) struct ConsumerSink {
     pub tx: DeliverySender,
     pub shared: Arc<ConsumerShared>,
     pub no_ack: bool,
-    /// The channel's prefetch count when the consumer started (0: none). RabbitMQ keeps a per-consumer
-    /// limit with the consumers started under it, whatever later basic.qos calls set.
-    pub prefetch: u16,
 }
 
 /// State a consumer shares with the driver: why it ended.
@@ -186,20 +152,7 @@ pub(crate) struct ChannelShared {
     pub returns: std::sync::Mutex<Option<mpsc::Sender<ReturnedMessage>>>,
     /// Settlements of this incarnation's deliveries on their way to the driver.
     pub acks: AckQueue,
-    /// Channel commands handles have queued, and how many of them the driver has handled: while the two
-    /// differ, an ack must not skip the command queue ([`ChannelShared::commands_quiet`]). Each written by
-    /// one side only, on its own cache line.
-    commands_sent: CacheLineCounter,
-    commands_handled: CacheLineCounter,
 }
-
-/// A counter alone on a 128-byte pair of cache lines, so the side that writes it does not contend with
-/// the other counter or the fields around it. One 64-byte line was not enough: with the two counters on
-/// adjacent lines (the CPU's adjacent-line prefetch pairs them), fake-broker 16 B publishes went from
-/// 2.9M to 1.6–2.2M msg/s (`benches/compare`, `--libs coney --only fake-publish --sizes 16 --no-real`).
-#[derive(Default)]
-#[repr(align(128))]
-struct CacheLineCounter(AtomicU64);
 
 impl ChannelShared {
     pub fn new(id: u16, generation: u64, confirm_window: usize) -> ChannelShared {
@@ -214,32 +167,7 @@ impl ChannelShared {
             prefetch: AtomicU16::new(0),
             returns: std::sync::Mutex::new(None),
             acks: AckQueue::default(),
-            commands_sent: CacheLineCounter::default(),
-            commands_handled: CacheLineCounter::default(),
         }
-    }
-
-    /// A handle is about to queue `n` commands of this channel: called with room already reserved, just
-    /// before the sends, so `sent` never lags a command the driver can see (`handled <= sent` always).
-    pub fn commands_sent(&self, n: u64) {
-        self.commands_sent.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The driver took one of this incarnation's commands (before it handles it).
-    pub fn command_handled(&self) {
-        self.commands_handled.0.fetch_add(1, Ordering::Release);
-    }
-
-    /// Whether every channel command queued before this call (by this task, or seen by it) has been
-    /// taken by the driver.
-    ///
-    /// Reads `handled` first, with acquire: every command it counts had its `sent` increment made
-    /// before the driver could take it, so the later read of `sent` counts it too, and any command
-    /// queued and not yet taken makes `sent` larger. Equal therefore means nothing of this channel is
-    /// waiting in the command queue, as far as this task can know.
-    pub fn commands_quiet(&self) -> bool {
-        let handled = self.commands_handled.0.load(Ordering::Acquire);
-        self.commands_sent.0.load(Ordering::Relaxed) == handled
     }
 
     pub fn is_closed(&self) -> bool {

@@ -25,7 +25,7 @@ use crate::{
     error::{CloseReason, Error},
     io::{
         ack_coalescer::AckCoalescer,
-        ack_queue::{may_hold_acks, Settlement},
+        ack_queue::Settlement,
         command::{
             ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
             RpcReply,
@@ -49,16 +49,6 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
-/// Whether a promised sweep happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sweep {
-    Done,
-    Postponed,
-}
-
-/// How long acks a sweep was promised may wait when no read comes first (tokio's timers tick in
-/// milliseconds).
-const SWEEP_DELAY: Duration = Duration::from_millis(1);
 /// Reads in a row that use less than a quarter of the growth step before it is halved.
 const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
@@ -84,23 +74,6 @@ struct ChannelSlot {
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// Which delivery tags are settled, for sending a run of acks as one.
     acks: AckCoalescer,
-    /// The tag of the last delivery handed to a consumer that acks.
-    last_delivered: u64,
-    /// The driver promised this incarnation's ack queue a sweep ([`AckQueue::promise_sweep`]).
-    sweep_promised: bool,
-    /// The smallest prefetch limit any consumer of this incarnation started under (0: none).
-    consumer_prefetch: u16,
-}
-
-impl ChannelSlot {
-    /// Remembers the limit a new consumer started under; the smallest one bounds holding acks.
-    fn note_consumer_limit(&mut self, sink: &ConsumerSink) {
-        if sink.prefetch != 0
-            && (self.consumer_prefetch == 0 || sink.prefetch < self.consumer_prefetch)
-        {
-            self.consumer_prefetch = sink.prefetch;
-        }
-    }
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
@@ -126,9 +99,6 @@ pub(crate) struct Driver<R, W> {
     next_generation: u64,
     confirm_window: usize,
     parked: Option<Parked>,
-    /// Channels whose ack queues were promised a sweep, and when the promise falls due at the latest.
-    sweeps: Vec<u16>,
-    sweep_deadline: Option<Instant>,
     /// Consumer queues pushed to since the last wake: woken once each when the events are dispatched.
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
@@ -179,8 +149,6 @@ where
             confirm_window,
             parked: None,
             to_wake: Vec::new(),
-            sweeps: Vec::new(),
-            sweep_deadline: None,
             close_waiters: Vec::new(),
             closing_deadline: None,
             close_timeout,
@@ -263,10 +231,6 @@ where
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
-            // The timer branch is polled last and could be starved by a busy command queue.
-            if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
-                self.sweep_acks(false);
-            }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -277,14 +241,10 @@ where
                     None => Ok(()),
                 };
             }
-            let deadline = [
-                self.proto.poll_timeout(),
-                self.closing_deadline.map(Instant::into_std),
-                self.sweep_deadline.map(Instant::into_std),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = match (self.proto.poll_timeout(), self.closing_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b.into_std())),
+                (a, b) => a.or(b.map(Instant::into_std)),
+            };
             if let Some(d) = deadline {
                 let d = Instant::from_std(d);
                 if sleep.deadline() != d {
@@ -316,8 +276,6 @@ where
                             "broker closed the socket without connection.close",
                         )));
                     }
-                    // Before this read's deliveries: the acks the consumers made since the last one.
-                    self.sweep_acks(false);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
@@ -356,9 +314,6 @@ where
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
-                    if self.sweep_deadline.is_some_and(|d| d <= now) {
-                        self.sweep_acks(false);
-                    }
                     if self.closing_deadline.is_some_and(|d| d <= now) {
                         return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
                     }
@@ -411,19 +366,12 @@ where
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
         if self.closing_deadline.is_none() {
-            // Acks made before the close go out before it; commands queued behind the close are dropped,
-            // so there is nothing left for them to overtake.
-            self.sweep_acks(true);
             self.proto.close(code, text);
             self.closing_deadline = Some(Instant::now() + self.close_timeout);
         }
     }
 
     fn handle_command(&mut self, cmd: Command) {
-        // Publishes count themselves where their channel is looked up anyway.
-        if !matches!(cmd, Command::Publish(_)) {
-            self.count_handled(&cmd);
-        }
         let closing = self.closing_deadline.is_some();
         match cmd {
             Command::OpenChannel { reply } => {
@@ -450,9 +398,6 @@ where
                     pending_return: None,
                     close_waiters: Vec::new(),
                     acks: AckCoalescer::default(),
-                    last_delivered: 0,
-                    sweep_promised: false,
-                    consumer_prefetch: 0,
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -518,7 +463,6 @@ where
                 match (consumer, &method) {
                     (Some(sink), Method::BasicConsume(consume)) => {
                         let _ = sink.shared.tag.set(consume.consumer_tag.clone());
-                        slot.note_consumer_limit(&sink);
                         slot.consumers.insert(consume.consumer_tag.clone(), sink);
                     }
                     (_, Method::BasicCancel(cancel)) => {
@@ -600,61 +544,6 @@ where
         }
     }
 
-    /// Takes and sends what the ack queues promised a sweep hold, and retires the promises: later acks
-    /// of those channels send their own flush command until a delivery renews the promise. `force`
-    /// skips the wait for queued commands of the channel (for a close, which drops them).
-    fn sweep_acks(&mut self, force: bool) {
-        self.sweep_deadline = None;
-        if self.sweeps.is_empty() {
-            return;
-        }
-        let mut channels = std::mem::take(&mut self.sweeps);
-        let mut kept = 0;
-        for i in 0..channels.len() {
-            if self.sweep_channel(channels[i], force) == Sweep::Postponed {
-                channels[kept] = channels[i];
-                kept += 1;
-            }
-        }
-        channels.truncate(kept);
-        if kept > 0 {
-            self.sweep_deadline = Some(Instant::now() + SWEEP_DELAY);
-        }
-        self.sweeps = channels;
-    }
-
-    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding; unless `force`,
-    /// postpones it while a command of the channel is still in the command queue (checked under the ack
-    /// queue's lock), since acks held for the sweep may have been made after that command and must not
-    /// overtake it.
-    fn sweep_channel(&mut self, channel: u16, force: bool) -> Sweep {
-        let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
-        let Some(slot) = self.channels.get_mut(channel) else {
-            return Sweep::Done;
-        };
-        if !slot.sweep_promised {
-            return Sweep::Done;
-        }
-        let mut settlements = std::mem::take(&mut self.settlements);
-        let shared = &slot.shared;
-        // Unusable or closing: whatever waits behind is dropped anyway, so nothing can be overtaken.
-        let must_wait = usable && !force;
-        if !shared
-            .acks
-            .sweep_if(|| !must_wait || shared.commands_quiet(), &mut settlements)
-        {
-            self.settlements = settlements;
-            return Sweep::Postponed;
-        }
-        slot.sweep_promised = false;
-        if usable {
-            self.send_settlements(channel, &mut settlements);
-        }
-        settlements.clear();
-        self.settlements = settlements;
-        Sweep::Done
-    }
-
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
     /// acks go out as one `multiple` ack ([`AckCoalescer`]).
     fn send_settlements(&mut self, channel: u16, settlements: &mut Vec<Settlement>) {
@@ -686,34 +575,11 @@ where
         }
     }
 
-    /// Counts a channel command of a live incarnation as taken ([`ChannelShared::commands_quiet`]).
-    #[inline(never)]
-    fn count_handled(&self, cmd: &Command) {
-        if let Some((channel, generation)) = cmd.channel_command() {
-            if let Some(slot) = self.channels.get(channel) {
-                if slot.shared.generation == generation {
-                    slot.shared.command_handled();
-                }
-            }
-        }
-    }
-
     fn publish(&mut self, p: Publish) {
         let usable = self.proto.channel_is_usable(p.channel) && self.closing_deadline.is_none();
         let slot = match self.channels.get_mut(p.channel) {
-            Some(slot) if slot.shared.generation == p.generation => {
-                slot.shared.command_handled();
-                if usable {
-                    Some(slot)
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
-        let slot = match slot {
-            Some(slot) => slot,
-            None => {
+            Some(slot) if usable && slot.shared.generation == p.generation => slot,
+            _ => {
                 let error = self.channel_error(p.channel);
                 if let Some(waiter) = p.confirm {
                     let _ = waiter.reply.send(Err(error));
@@ -881,7 +747,6 @@ where
             Method::BasicConsumeOk(ok) => {
                 if let Some(sink) = head.consumer {
                     let _ = sink.shared.tag.set(ok.consumer_tag.clone());
-                    slot.note_consumer_limit(&sink);
                     slot.consumers.insert(ok.consumer_tag.clone(), sink);
                 }
                 RpcReply::Method(ok.into())
@@ -962,7 +827,6 @@ where
                     // The broker settled it on sending: its tag is a gap the prefix cannot cross.
                     slot.acks.disable();
                 }
-                let tag = deliver.delivery_tag;
                 let delivery = Delivery::new(
                     deliver,
                     header.properties,
@@ -970,26 +834,10 @@ where
                     DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
                 );
                 let queue = sink.tx.handle();
-                let acked_by_client = !sink.no_ack;
                 match queue.push(delivery) {
                     Pushed::Queued => {
                         if !self.to_wake.last().is_some_and(|q| q.same_queue(queue)) {
                             self.to_wake.push(queue.clone());
-                        }
-                        if acked_by_client {
-                            slot.last_delivered = tag;
-                            let can_wait = sweep_keeps_broker_sending(slot);
-                            if can_wait && !slot.sweep_promised {
-                                slot.sweep_promised = true;
-                                slot.shared.acks.promise_sweep();
-                                self.sweeps.push(channel);
-                                self.sweep_deadline
-                                    .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
-                            } else if !can_wait && slot.sweep_promised {
-                                // Too close to the prefetch limit to hold acks back any longer. A
-                                // postponed sweep stays listed for the next read or the timer.
-                                let _ = self.sweep_channel(channel, false);
-                            }
                         }
                     }
                     Pushed::Full(delivery) => {
@@ -1102,24 +950,6 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
         Method::BasicRecover(_) => &[(basic::RecoverOk::CLASS_ID, basic::RecoverOk::METHOD_ID)],
         other => other.info().responses,
     }
-}
-
-fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
-    let unsettled = slot
-        .acks
-        .settled_through()
-        .map(|settled| slot.last_delivered.saturating_sub(settled));
-    // The channel's current limit (a later global basic.qos) and the smallest one a consumer started
-    // under both apply.
-    let limit = match (
-        slot.shared.prefetch.load(Ordering::Acquire),
-        slot.consumer_prefetch,
-    ) {
-        (0, c) => c,
-        (p, 0) => p,
-        (p, c) => p.min(c),
-    };
-    may_hold_acks(unsettled, limit)
 }
 
 /// How a method sent as it is bears on merging later acks of its channel.
