@@ -11,7 +11,7 @@ use coney::{
     codec::{FieldTable, ShortStr},
     options::{BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions},
     spec::{basic, Method},
-    BasicProperties, Connection, Delivery,
+    BasicProperties, Channel, Connection, Consumer, Delivery,
 };
 use fake_broker::{deliver, FakeBroker, Peer};
 
@@ -30,27 +30,13 @@ async fn settle_on_fake_broker(count: u64, settle: impl AsyncFnOnce(Vec<Delivery
         for t in 1..=count {
             peer.send_content(ch, deliver(&tag, t), b"m").await;
         }
-        let mut seen = Vec::new();
-        loop {
-            match peer.expect_method().await {
-                (0, Method::ConnectionClose(_)) => break,
-                // The consumer's drop cancels it.
-                (_, Method::BasicCancel(_)) => {}
-                (c, m) if c == ch => seen.push(m),
-                other => panic!("fake broker: unexpected {other:?}"),
-            }
-        }
-        peer.send_method(0, coney::spec::connection::CloseOk).await;
-        peer.expect_eof().await;
+        let mut seen = peer.methods_until_close(ch).await;
+        // The consumer's drop cancels it.
+        seen.retain(|m| !matches!(m, Method::BasicCancel(_)));
         seen
     };
     let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        let mut consumer = ch
-            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (conn, _ch, mut consumer) = consume_from(config).await;
         let mut deliveries = Vec::new();
         while deliveries.len() < count as usize {
             let d = consumer.next().await.expect("open").expect("delivery");
@@ -64,6 +50,17 @@ async fn settle_on_fake_broker(count: u64, settle: impl AsyncFnOnce(Vec<Delivery
         .await
         .expect("scenario finished in time");
     seen
+}
+
+/// Connects to the scripted broker and starts a consumer on queue `q` of a new channel.
+async fn consume_from(config: coney::ConnectionConfig) -> (Connection, Channel, Consumer) {
+    let conn = Connection::connect_with(config).await.expect("connect");
+    let ch = conn.open_channel().await.expect("open channel");
+    let consumer = ch
+        .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+        .await
+        .expect("consume");
+    (conn, ch, consumer)
 }
 
 fn ack(delivery_tag: u64, multiple: bool) -> Method {
@@ -219,23 +216,14 @@ async fn acks_go_out_with_no_further_traffic() {
         let (c, m) = peer.expect_method().await;
         assert_eq!((c, m), (ch, ack(5, true)), "the held acks, merged");
         acked_tx.send(()).expect("client waiting");
-        loop {
-            match peer.expect_method().await {
-                (0, Method::ConnectionClose(_)) => break,
-                (_, Method::BasicCancel(_)) => {}
-                other => panic!("fake broker: unexpected {other:?}"),
-            }
-        }
-        peer.send_method(0, coney::spec::connection::CloseOk).await;
-        peer.expect_eof().await;
+        let rest = peer.methods_until_close(ch).await;
+        assert!(
+            rest.iter().all(|m| matches!(m, Method::BasicCancel(_))),
+            "{rest:?}"
+        );
     };
     let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        let mut consumer = ch
-            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (conn, _ch, mut consumer) = consume_from(config).await;
         for _ in 0..5 {
             let d = consumer.next().await.expect("open").expect("delivery");
             d.ack().await.expect("ack");
@@ -264,25 +252,10 @@ async fn acks_go_out_before_the_connection_close() {
         for t in 1..=3 {
             peer.send_content(ch, deliver(&tag, t), b"m").await;
         }
-        let mut seen = Vec::new();
-        loop {
-            match peer.expect_method().await {
-                (0, Method::ConnectionClose(_)) => break,
-                (c, m) if c == ch => seen.push(m),
-                other => panic!("fake broker: unexpected {other:?}"),
-            }
-        }
-        peer.send_method(0, coney::spec::connection::CloseOk).await;
-        peer.expect_eof().await;
-        seen
+        peer.methods_until_close(ch).await
     };
     let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        let mut consumer = ch
-            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (conn, _ch, mut consumer) = consume_from(config).await;
         for _ in 0..3 {
             let d = consumer.next().await.expect("open").expect("delivery");
             d.ack().await.expect("ack");
@@ -335,23 +308,18 @@ async fn a_settlement_made_after_a_command_never_overtakes_it() {
             (ch, reject),
             "the reject made after the publish, after it"
         );
-        loop {
-            match peer.expect_method().await {
-                (0, Method::ConnectionClose(_)) => break,
-                (_, Method::BasicCancel(_) | Method::BasicReject(_) | Method::BasicAck(_)) => {}
-                other => panic!("fake broker: unexpected {other:?}"),
-            }
-        }
-        peer.send_method(0, coney::spec::connection::CloseOk).await;
-        peer.expect_eof().await;
+        // The cancel on drop, and the settlement of delivery 4.
+        let rest = peer.methods_until_close(ch).await;
+        assert!(
+            rest.iter().all(|m| matches!(
+                m,
+                Method::BasicCancel(_) | Method::BasicReject(_) | Method::BasicAck(_)
+            )),
+            "{rest:?}"
+        );
     };
     let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        let mut consumer = ch
-            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (conn, ch, mut consumer) = consume_from(config).await;
         let mut d = Vec::new();
         for _ in 0..3 {
             d.push(consumer.next().await.expect("open").expect("delivery"));

@@ -35,17 +35,7 @@ async fn a_delivery_parked_for_a_full_queue_survives_a_cancel() {
         for t in 1..=3 {
             peer.send_content(ch, deliver(&tag, t), b"m").await;
         }
-        let mut seen = Vec::new();
-        loop {
-            match peer.expect_method().await {
-                (0, Method::ConnectionClose(_)) => break,
-                (c, m) if c == ch => seen.push(m),
-                other => panic!("fake broker: unexpected {other:?}"),
-            }
-        }
-        peer.send_method(0, coney::spec::connection::CloseOk).await;
-        peer.expect_eof().await;
-        seen
+        peer.methods_until_close(ch).await
     };
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");

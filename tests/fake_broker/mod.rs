@@ -324,6 +324,24 @@ impl Peer {
         }
     }
 
+    /// Reads methods until the client's connection.close (heartbeats skipped), answers close-ok and waits
+    /// for the socket to close; returns the methods seen on `channel`, in order. Panics on a method of
+    /// another channel.
+    #[allow(dead_code)] // not every test binary that includes this module closes this way
+    pub async fn methods_until_close(&mut self, channel: u16) -> Vec<Method> {
+        let mut seen = Vec::new();
+        loop {
+            match self.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                (c, m) if c == channel => seen.push(m),
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        self.send_method(0, connection::CloseOk).await;
+        self.expect_eof().await;
+        seen
+    }
+
     /// Waits for the client to close the socket; frames arriving before that (other than heartbeats) are
     /// returned. Panics if the socket stays open past the wait.
     pub async fn expect_eof(&mut self) -> Vec<Frame> {
