@@ -23,13 +23,7 @@ async fn settle_on_fake_broker(count: u64, settle: impl AsyncFnOnce(Vec<Delivery
     let broker = FakeBroker::bind().await;
     let config = broker.config();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
-        let tag: ShortStr = peer.answer_consume(ch).await;
-        for t in 1..=count {
-            peer.send_content(ch, deliver(&tag, t), b"m").await;
-        }
+        let (mut peer, ch, _) = serve_consumer(broker, count).await;
         let mut seen = peer.methods_until_close(ch).await;
         // The consumer's drop cancels it.
         seen.retain(|m| !matches!(m, Method::BasicCancel(_)));
@@ -50,6 +44,19 @@ async fn settle_on_fake_broker(count: u64, settle: impl AsyncFnOnce(Vec<Delivery
         .await
         .expect("scenario finished in time");
     seen
+}
+
+/// The broker side of a consumer: accepts, opens the channel, answers basic.consume and delivers tags
+/// `1..=count`; returns the peer, the channel and the consumer tag.
+async fn serve_consumer(broker: FakeBroker, count: u64) -> (Peer, u16, ShortStr) {
+    let mut peer: Peer = broker.accept().await;
+    peer.handshake().await;
+    let ch = peer.open_channel().await;
+    let tag: ShortStr = peer.answer_consume(ch).await;
+    for t in 1..=count {
+        peer.send_content(ch, deliver(&tag, t), b"m").await;
+    }
+    (peer, ch, tag)
 }
 
 /// Connects to the scripted broker and starts a consumer on queue `q` of a new channel.
@@ -206,13 +213,7 @@ async fn acks_go_out_with_no_further_traffic() {
     let config = broker.config();
     let (acked_tx, acked_rx) = tokio::sync::oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
-        let tag: ShortStr = peer.answer_consume(ch).await;
-        for t in 1..=5 {
-            peer.send_content(ch, deliver(&tag, t), b"m").await;
-        }
+        let (mut peer, ch, _) = serve_consumer(broker, 5).await;
         let (c, m) = peer.expect_method().await;
         assert_eq!((c, m), (ch, ack(5, true)), "the held acks, merged");
         acked_tx.send(()).expect("client waiting");
@@ -245,13 +246,7 @@ async fn acks_go_out_before_the_connection_close() {
     let broker = FakeBroker::bind().await;
     let config = broker.config();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
-        let tag: ShortStr = peer.answer_consume(ch).await;
-        for t in 1..=3 {
-            peer.send_content(ch, deliver(&tag, t), b"m").await;
-        }
+        let (mut peer, ch, _) = serve_consumer(broker, 3).await;
         peer.methods_until_close(ch).await
     };
     let client = async move {
@@ -279,13 +274,7 @@ async fn a_settlement_made_after_a_command_never_overtakes_it() {
     let config = broker.config();
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
-        let tag: ShortStr = peer.answer_consume(ch).await;
-        for t in 1..=3 {
-            peer.send_content(ch, deliver(&tag, t), b"m").await;
-        }
+        let (mut peer, ch, tag) = serve_consumer(broker, 3).await;
         go_rx.await.expect("client acted");
         // Readable socket for the driver before it turns to its commands.
         peer.send_content(ch, deliver(&tag, 4), b"m").await;
