@@ -67,21 +67,33 @@ impl ChannelInner {
     /// Queues a command of this channel behind the acks, nacks and rejects made before it (P11: they may
     /// still be waiting in the channel's ack queue). Cancel-safe: nothing is taken from the ack queue
     /// before room for both commands is reserved.
+    ///
+    /// The check that nothing is queued and the send happen under the ack queue's lock: checked before
+    /// and sent after, another task's ack could queue a flush command in between, ahead of this command,
+    /// and a settlement this task makes after the command could then ride that flush ahead of it.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
-        if !self.shared.acks.may_have_pending() {
-            return self.conn.send(cmd).await;
+        let mut cmd = Some(cmd);
+        {
+            let mut permits = self.conn.reserve(1).await?;
+            let Some(permit) = permits.next() else {
+                unreachable!("one permit was reserved");
+            };
+            if self
+                .shared
+                .acks
+                .send_if_empty(|| permit.send(cmd.take().expect("sent once")))
+            {
+                return Ok(());
+            }
         }
         let permits = self.conn.reserve(2).await?;
-        self.send_behind_settlements(permits, cmd);
+        self.send_behind_settlements(permits, cmd.take().expect("not sent yet"));
         Ok(())
     }
 
     /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full or
     /// closed (then nothing was taken or sent).
     fn try_submit(&self, cmd: Command) -> bool {
-        if !self.shared.acks.may_have_pending() {
-            return self.conn.commands.try_send(cmd).is_ok();
-        }
         let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
             return false;
         };

@@ -1,9 +1,6 @@
 //! Acks, nacks and rejects on their way from deliveries to the driver, batched per channel.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Mutex, MutexGuard, PoisonError,
-};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::spec::{basic, Method};
 
@@ -64,16 +61,16 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 /// Order (P11): settlements keep their order among themselves, and against the channel's other commands
 /// too. A channel command first takes whatever is queued here and sends it ahead of itself, in the same
 /// critical section; that starts a new *epoch*, so a flush command already in the driver's queue for the
-/// old epoch finds nothing to take and cannot pull later settlements ahead of the command.
+/// old epoch finds nothing to take and cannot pull later settlements ahead of the command. A command with
+/// nothing to take still checks that under the lock and sends inside it ([`AckQueue::send_if_empty`]):
+/// otherwise another task's flush could be queued between the check and the send, ahead of the command,
+/// and a settlement made after the command would ride it.
 ///
 /// Bounded: at most [`ACK_QUEUE_MAX`] settlements are queued without a command of their own; above that,
 /// each push needs room in the (bounded) command queue, so a driver that takes no commands stops the
 /// pushes too.
 #[derive(Debug, Default)]
 pub(crate) struct AckQueue {
-    /// Whether `inner.pending` may be non-empty; written under the lock, read without it by channel
-    /// commands to skip the lock when there is nothing to send ahead of them.
-    pending: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -104,7 +101,6 @@ impl AckQueue {
         let mut inner = self.lock();
         let needs_flush = !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX;
         inner.pending.push(s);
-        self.pending.store(true, Ordering::Release);
         if needs_flush {
             inner.flush_queued = true;
             send_flush(inner.epoch);
@@ -122,13 +118,20 @@ impl AckQueue {
         out.append(&mut inner.pending);
         inner.epoch += 1;
         inner.flush_queued = false;
-        self.pending.store(false, Ordering::Release);
     }
 
-    /// Whether a channel command must go through [`AckQueue::take_and_send`]. `false` means every
-    /// settlement made before this call (by this task, or seen by it) is already in the driver's queue.
-    pub(crate) fn may_have_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
+    /// For a channel command holding one reserved permit: if nothing is queued, calls `send()` (which
+    /// queues the command) under the lock and returns `true`; otherwise does nothing and returns `false`
+    /// (the caller reserves two permits and uses [`AckQueue::take_and_send`]). Nothing queued means no
+    /// flush command of the current epoch is on its way, so a settlement made after the command needs a
+    /// flush of its own, behind it.
+    pub(crate) fn send_if_empty(&self, send: impl FnOnce()) -> bool {
+        let inner = self.lock();
+        if !inner.pending.is_empty() {
+            return false;
+        }
+        send();
+        true
     }
 
     /// For a channel command: takes what is queued (starting a new epoch if anything was) and calls
@@ -142,7 +145,6 @@ impl AckQueue {
             inner.flush_queued = false;
         }
         send(taken);
-        self.pending.store(false, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -179,7 +181,7 @@ mod tests {
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
         assert_eq!(out, vec![ack(1), ack(2), ack(3)]);
-        assert!(!q.may_have_pending());
+        assert!(q.send_if_empty(|| {}), "nothing left queued");
         push(&q, ack(4), &mut flushes);
         assert_eq!(
             flushes,
@@ -193,12 +195,12 @@ mod tests {
         let q = AckQueue::default();
         let mut flushes = Vec::new();
         push(&q, ack(1), &mut flushes);
-        assert!(q.may_have_pending());
+        assert!(!q.send_if_empty(|| panic!("ack 1 is queued")));
         // A publish (say) goes out now: ack 1 must precede it, in the same critical section.
         let mut sent = Vec::new();
         q.take_and_send(|taken| sent = taken);
         assert_eq!(sent, vec![ack(1)]);
-        assert!(!q.may_have_pending());
+        assert!(q.send_if_empty(|| {}));
         q.take_and_send(|taken| assert!(taken.is_empty()));
         // An ack after the publish queues a flush for the new epoch ...
         push(&q, ack(2), &mut flushes);
