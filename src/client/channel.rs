@@ -71,6 +71,10 @@ impl ChannelInner {
     /// The check that nothing is queued and the send happen under the ack queue's lock: checked before
     /// and sent after, another task's ack could queue a flush command in between, ahead of this command,
     /// and a settlement this task makes after the command could then ride that flush ahead of it.
+    ///
+    /// With acks queued, the one slot first reserved is given back and two are reserved together (holding
+    /// one while waiting for another could deadlock two tasks on a queue of two), so a command can wait
+    /// for room twice, each wait bounded by `rpc_timeout`.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
         let mut cmd = Some(cmd);
         {
@@ -91,13 +95,27 @@ impl ChannelInner {
         Ok(())
     }
 
-    /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full or
-    /// closed (then nothing was taken or sent).
+    /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full (or
+    /// has one free slot while acks wait to go ahead of the command) or closed; then nothing was taken or
+    /// sent.
     fn try_submit(&self, cmd: Command) -> bool {
+        let mut cmd = Some(cmd);
+        {
+            let Ok(permit) = self.conn.commands.try_reserve() else {
+                return false;
+            };
+            if self
+                .shared
+                .acks
+                .send_if_empty(|| permit.send(cmd.take().expect("sent once")))
+            {
+                return true;
+            }
+        }
         let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
             return false;
         };
-        self.send_behind_settlements(permits, cmd);
+        self.send_behind_settlements(permits, cmd.take().expect("not sent yet"));
         true
     }
 

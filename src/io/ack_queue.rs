@@ -78,7 +78,9 @@ pub(crate) struct AckQueue {
 struct Inner {
     pending: Vec<Settlement>,
     epoch: u64,
-    /// A flush command for `epoch` is in the driver's queue.
+    /// A flush command for `epoch` is in the driver's queue. Invariant: only set together with a push,
+    /// and cleared whenever `pending` is emptied, so an empty `pending` means no flush of the current
+    /// epoch is on its way ([`AckQueue::send_if_empty`] relies on it).
     flush_queued: bool,
 }
 
@@ -130,6 +132,7 @@ impl AckQueue {
         if !inner.pending.is_empty() {
             return false;
         }
+        debug_assert!(!inner.flush_queued, "a flush is queued for an empty queue");
         send();
         true
     }
