@@ -10,8 +10,12 @@
 //!
 //! Lifecycle: the driver's [`DeliverySender`] lives in the consumer's entry in the driver (and a clone
 //! with a delivery parked for room); dropping the last one (cancel, channel or connection end) ends the
-//! queue, and the receiver reads what was pushed before and then `None`. Dropping or closing the [`DeliveryReceiver`] makes every later push fail with
-//! [`Pushed::Closed`], so the driver can give those deliveries back to the broker.
+//! queue, and the receiver reads what was pushed before and then `None`. Dropping or closing the
+//! [`DeliveryReceiver`] makes every later push fail with [`Pushed::Closed`], so the driver can give
+//! those deliveries back to the broker.
+//!
+//! Cost: the driver takes the queue's lock once per push (uncontended except while the consumer swaps a
+//! batch out) and the consumer once per batch.
 //!
 //! Bound: at most `capacity` deliveries are pushed and not yet handed to the user, counting the batch the
 //! receiver is working through.
