@@ -205,10 +205,11 @@ async fn merged_acks_settle_exactly_the_acked_messages_on_a_real_broker() {
     assert_eq!(held.len(), N - ACKED);
 }
 
-/// Acks go out on their own, without any later traffic to carry them: the broker here sends nothing
-/// after the deliveries and waits for the acks before it lets the client go on.
+/// Acks the driver holds for its next read (see `AckQueue::promise_sweep`) still go out when no read
+/// comes: the broker here sends nothing after the deliveries and waits for the acks before it lets the
+/// client go on.
 #[tokio::test]
-async fn acks_go_out_with_no_further_traffic() {
+async fn acks_held_for_the_next_read_go_out_when_nothing_more_arrives() {
     let broker = FakeBroker::bind().await;
     let config = broker.config();
     let (acked_tx, acked_rx) = tokio::sync::oneshot::channel::<()>();
@@ -239,8 +240,8 @@ async fn acks_go_out_with_no_further_traffic() {
         .expect("scenario finished in time");
 }
 
-/// Acks made before `Connection::close` reach the broker before connection.close, with the consumer
-/// (whose cancel would otherwise carry them out first) still alive.
+/// Acks made before `Connection::close` reach the broker before connection.close, even with the
+/// consumer (whose cancel would otherwise carry them out first) still alive.
 #[tokio::test]
 async fn acks_go_out_before_the_connection_close() {
     let broker = FakeBroker::bind().await;
@@ -264,10 +265,12 @@ async fn acks_go_out_before_the_connection_close() {
     assert_eq!(seen, vec![ack(3, true)]);
 }
 
-/// A settlement made after a channel command never overtakes it: an ack made before a publish reaches
-/// the broker before it, and a reject made after it, after it, with the broker's next delivery sent
-/// while the publish may still be queued. Which the driver sees first depends on when the runtime polls
-/// the socket, so this checks the order the broker sees rather than forcing a race.
+/// A settlement made after a channel command never overtakes it, even while the driver holds acks for
+/// its next read: a reject made after a publish reaches the broker after the publish, with the broker's
+/// next delivery (which makes the driver sweep held acks) sent while the publish is still queued. Which
+/// the driver sees first depends on when the runtime polls the socket, so this checks the order the
+/// broker sees rather than forcing the race; `AckQueue`'s unit tests pin the rule that closes it (a
+/// promised sweep takes no settlement made behind a queued command).
 #[tokio::test]
 async fn a_settlement_made_after_a_command_never_overtakes_it() {
     let broker = FakeBroker::bind().await;

@@ -499,7 +499,8 @@ impl Channel {
             no_wait: false,
             arguments,
         };
-        let capacity = match self.inner.shared.prefetch.load(Ordering::Acquire) {
+        let prefetch = self.inner.shared.prefetch.load(Ordering::Acquire);
+        let capacity = match prefetch {
             0 => UNLIMITED_PREFETCH_BUFFER,
             n => n as usize,
         };
@@ -509,6 +510,7 @@ impl Channel {
             tx,
             shared: shared.clone(),
             no_ack: options.no_ack,
+            prefetch,
         };
         self.rpc_with(m.into(), Some(sink)).await?;
         Ok(Consumer::new(rx, shared, self.clone()))

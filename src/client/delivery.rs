@@ -58,14 +58,14 @@ impl DeliveryAcker {
 
     /// Queues the settlement in the channel's [`AckQueue`]; only the first of a batch costs a command.
     ///
-    /// `Ok` means it is queued with a flush on its way to the driver; an error means it was not queued
+    /// `Ok` means it is queued with a flush or a promised sweep on its way to the driver; an error means it was not queued
     /// (so retrying cannot ack twice). Cancelling the call while it waits for room changes nothing.
     async fn settle(&self, tag: u64, settle: Settle) -> Result<(), Error> {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
         let Err(settlement) = self.channel.acks.try_push(Settlement { tag, settle }) else {
-            // A flush is already queued; it takes this one too.
+            // A flush already queued, or a sweep the driver promised, takes this one too.
             return Ok(());
         };
         let Some(tx) = self.commands.upgrade() else {
@@ -88,11 +88,10 @@ impl DeliveryAcker {
             }
         };
         let (channel, generation) = (self.channel.id, self.channel.generation);
-        self.channel.acks.push_with_flush(settlement, |epoch| {
+        self.channel.acks.push_with_flush(settlement, || {
             permit.send(Command::FlushAcks {
                 channel,
                 generation,
-                epoch,
             })
         });
         Ok(())
@@ -189,6 +188,12 @@ impl Delivery {
     /// Acks are queued per channel and written in batches; a batch of acks that settles every delivery
     /// of the channel up to its last one, in order, goes on the wire as one `basic.ack` with `multiple`
     /// set (the same messages settled, one frame for the broker to process instead of one per message).
+    ///
+    /// While deliveries stream in and the channel is well inside its prefetch limit, the driver sends the
+    /// acks made since its last read together with its next read, or after about a millisecond when no
+    /// read comes, instead of being woken for each batch; closer to the limit, and for channels without a
+    /// stream of deliveries, acks are sent as soon as the driver gets to them. A close of the channel or
+    /// connection sends acks made before it first.
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }

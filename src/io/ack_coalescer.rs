@@ -44,6 +44,11 @@ impl AckCoalescer {
         self.enabled = false;
     }
 
+    /// The highest tag below which every delivery is known to be settled, while merging is on.
+    pub(crate) fn settled_through(&self) -> Option<u64> {
+        self.enabled.then_some(self.settled_through)
+    }
+
     /// Records a settlement that goes out as it is (`basic.ack`/`nack`/`reject` sent directly).
     pub(crate) fn observe(&mut self, tag: u64, multiple: bool) {
         if !self.enabled {

@@ -53,18 +53,30 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 /// sends a command ([`Command::FlushAcks`](crate::io::command::Command)): the driver takes everything that
 /// piled up meanwhile in one go and encodes it into one write.
 ///
+/// While deliveries stream in, even that command is saved: the driver *promises* the queue a sweep when it
+/// hands a consumer deliveries ([`AckQueue::promise_sweep`]) and keeps the promise on its next read or
+/// after a short timer ([`AckQueue::sweep`]), and pushes made meanwhile need no command at all. That
+/// saves a wake of the driver (a context switch on each side) per batch; [`may_hold_acks`] says when
+/// the broker's prefetch credit allows it.
+///
 /// Every change that must be paired with a command happens under the lock together with the send of
 /// that command, through a permit the caller reserved in the driver's queue beforehand. So a settlement is
-/// either queued with a flush on its way, or not queued at all (the caller got an error), and a caller
-/// cancelled while waiting for room has changed nothing.
+/// either queued with a flush or a promised sweep on its way, or not queued at all (the caller got an
+/// error), and a caller cancelled while waiting for room has changed nothing.
 ///
 /// Order (P11): settlements keep their order among themselves, and against the channel's other commands
-/// too. A channel command first takes whatever is queued here and sends it ahead of itself, in the same
-/// critical section; that starts a new *epoch*, so a flush command already in the driver's queue for the
-/// old epoch finds nothing to take and cannot pull later settlements ahead of the command. A command with
-/// nothing to take still checks that under the lock and sends inside it ([`AckQueue::send_if_empty`]):
-/// otherwise another task's flush could be queued between the check and the send, ahead of the command,
-/// and a settlement made after the command would ride it.
+/// too. Every command of the channel is queued under this lock, and counted ([`Inner::commands`]):
+///
+/// - A command first takes whatever is queued here and sends it ahead of itself, in the same critical
+///   section ([`AckQueue::take_and_send`]), or checks under the lock that nothing is queued and sends
+///   inside it ([`AckQueue::send_if_empty`]). So whatever is queued here was pushed after the last
+///   counted command, and must not reach the wire before it.
+/// - The driver counts the channel's commands it has handled and takes the queue only when that count
+///   has reached [`Inner::commands`] (read under the lock): then every command the queued settlements
+///   follow is already on its way to the wire. A flush command or sweep that comes too early takes
+///   nothing, and need not: a settlement pushed behind a command the driver has not handled yet has a
+///   flush command of its own behind that command (a promise made before the command does not cover it,
+///   and a flush queued before it cannot be ridden).
 ///
 /// Bounded: at most [`ACK_QUEUE_MAX`] settlements are queued without a command of their own; above that,
 /// each push needs room in the (bounded) command queue, so a driver that takes no commands stops the
@@ -77,76 +89,113 @@ pub(crate) struct AckQueue {
 #[derive(Debug, Default)]
 struct Inner {
     pending: Vec<Settlement>,
-    epoch: u64,
-    /// A flush command for `epoch` is in the driver's queue. Invariant: only set together with a push,
-    /// and cleared whenever `pending` is emptied, so an empty `pending` means no flush of the current
-    /// epoch is on its way ([`AckQueue::send_if_empty`] relies on it).
+    /// The channel commands queued through this queue (all of them: see [`AckQueue`]), settlements a
+    /// command took along included.
+    commands: u64,
+    /// A flush command queued after the last of `commands` is in the driver's queue, so a push may ride
+    /// it. Invariant: only set together with a push, and cleared whenever `pending` is emptied or a
+    /// command is counted, so an empty `pending` means no such flush is on its way.
     flush_queued: bool,
+    /// `Some(n)`: the driver promised to take the queue soon on its own, having handled `n` of the
+    /// channel's commands then. It covers pushes only while `commands` is still `n`: a promise made
+    /// with a command still in the driver's queue, or before a command, would have the driver's sweep
+    /// find the queue not ready, and nothing would take it.
+    promised_at: Option<u64>,
+}
+
+impl Inner {
+    /// Whether a push may go without a command of its own.
+    fn covered(&self) -> bool {
+        self.pending.len() < ACK_QUEUE_MAX
+            && (self.flush_queued || self.promised_at == Some(self.commands))
+    }
+
+    /// Moves what is queued into `out` if the driver, having handled `handled` of the channel's
+    /// commands, has handled every command the queued settlements follow.
+    fn take_if_ready(&mut self, handled: u64, out: &mut Vec<Settlement>) {
+        debug_assert!(
+            handled <= self.commands,
+            "the driver handled more commands than were queued"
+        );
+        if handled >= self.commands {
+            out.append(&mut self.pending);
+            self.flush_queued = false;
+        }
+    }
 }
 
 impl AckQueue {
-    /// Appends `s` if a flush command that will take it is already queued (and the queue is below its
+    /// Appends `s` if a flush command or a promised sweep will take it (and the queue is below its
     /// limit). Otherwise hands `s` back: the caller reserves room for a command and calls
     /// [`AckQueue::push_with_flush`].
     pub(crate) fn try_push(&self, s: Settlement) -> Result<(), Settlement> {
         let mut inner = self.lock();
-        if !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX {
+        if !inner.covered() {
             return Err(s);
         }
         inner.pending.push(s);
         Ok(())
     }
 
-    /// Appends `s` and, unless a flush is already queued for it, calls `send_flush(epoch)`, which must
-    /// queue the flush command for `epoch` (with a permit reserved before; it cannot fail).
-    pub(crate) fn push_with_flush(&self, s: Settlement, send_flush: impl FnOnce(u64)) {
+    /// Appends `s` and, unless a flush or promised sweep already covers it (things may have changed
+    /// while the caller waited for room), calls `send_flush()`, which must queue a flush command (with
+    /// a permit reserved before; it cannot fail).
+    pub(crate) fn push_with_flush(&self, s: Settlement, send_flush: impl FnOnce()) {
         let mut inner = self.lock();
-        let needs_flush = !inner.flush_queued || inner.pending.len() >= ACK_QUEUE_MAX;
+        let needs_flush = !inner.covered();
         inner.pending.push(s);
         if needs_flush {
             inner.flush_queued = true;
-            send_flush(inner.epoch);
+            send_flush();
         }
     }
 
-    /// For the driver, on the flush command for `epoch`: moves what is queued into `out`, unless it was
-    /// taken since (a newer epoch). Starts a new epoch, so other flush commands of this one still in the
-    /// driver's queue (sent past the limit) cannot take later settlements ahead of later commands.
-    pub(crate) fn take_for_flush(&self, epoch: u64, out: &mut Vec<Settlement>) {
+    /// For the driver, having handled `handled` of the channel's commands: it will take the queue with
+    /// [`AckQueue::sweep`] soon without being asked (on its next read, or after a short timer), so
+    /// settlements until then need no flush command of their own, unless a command of the channel
+    /// comes between.
+    pub(crate) fn promise_sweep(&self, handled: u64) {
+        self.lock().promised_at = Some(handled);
+    }
+
+    /// For the driver, keeping its promise: takes what is queued if it is ready (see [`AckQueue`]) and
+    /// retires the promise; later settlements need a flush command again. What is not ready was pushed
+    /// behind a command the promise did not cover, and has a flush command of its own.
+    pub(crate) fn sweep(&self, handled: u64, out: &mut Vec<Settlement>) {
         let mut inner = self.lock();
-        if inner.epoch != epoch {
-            return;
-        }
-        out.append(&mut inner.pending);
-        inner.epoch += 1;
-        inner.flush_queued = false;
+        inner.promised_at = None;
+        inner.take_if_ready(handled, out);
     }
 
-    /// For a channel command holding one reserved permit: if nothing is queued, calls `send()` (which
-    /// queues the command) under the lock and returns `true`; otherwise does nothing and returns `false`
-    /// (the caller reserves two permits and uses [`AckQueue::take_and_send`]). Nothing queued means no
-    /// flush command of the current epoch is on its way, so a settlement made after the command needs a
-    /// flush of its own, behind it.
+    /// For the driver, on a flush command, having handled `handled` of the channel's commands: takes
+    /// what is queued if it is ready. A flush queued before a later command of the channel finds the
+    /// settlements pushed after that command not ready, and leaves them to their own flush.
+    pub(crate) fn take_for_flush(&self, handled: u64, out: &mut Vec<Settlement>) {
+        self.lock().take_if_ready(handled, out);
+    }
+
+    /// For a channel command holding one reserved permit: if nothing is queued, counts the command and
+    /// calls `send()` (which queues it) under the lock, and returns `true`; otherwise does nothing and
+    /// returns `false` (the caller reserves two permits and uses [`AckQueue::take_and_send`]).
     pub(crate) fn send_if_empty(&self, send: impl FnOnce()) -> bool {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if !inner.pending.is_empty() {
             return false;
         }
         debug_assert!(!inner.flush_queued, "a flush is queued for an empty queue");
+        inner.commands += 1;
         send();
         true
     }
 
-    /// For a channel command: takes what is queued (starting a new epoch if anything was) and calls
-    /// `send(taken)`, which must queue the settlements (if any) and then the command, with permits
-    /// reserved before; both sends happen before anyone else can see the queue empty.
+    /// For a channel command: takes what is queued and calls `send(taken)`, which must queue the
+    /// settlements as one command (if there are any) and then the command, with permits reserved
+    /// before; both are counted, and both sends happen before anyone else can see the queue empty.
     pub(crate) fn take_and_send(&self, send: impl FnOnce(Vec<Settlement>)) {
         let mut inner = self.lock();
         let taken = std::mem::take(&mut inner.pending);
-        if !taken.is_empty() {
-            inner.epoch += 1;
-            inner.flush_queued = false;
-        }
+        inner.flush_queued = false;
+        inner.commands += if taken.is_empty() { 1 } else { 2 };
         send(taken);
     }
 
@@ -155,8 +204,27 @@ impl AckQueue {
     }
 }
 
+/// Whether the driver may hold a channel's acks until its next read (and promise the queue a sweep),
+/// given how many deliveries it has handed out and not yet seen settled (`None`: unknown) and the
+/// channel's prefetch count (0: unlimited).
+///
+/// Holding must not stall the broker: it has to keep prefetch credit to send the deliveries whose read
+/// brings the acks out. With a quarter of the limit to spare it has; when its queue is empty instead,
+/// nothing waits on the acks and the driver's sweep timer sends them. Unknown means no.
+pub(crate) fn may_hold_acks(unsettled: Option<u64>, prefetch: u16) -> bool {
+    match (unsettled, u64::from(prefetch)) {
+        (None, _) => false,
+        (Some(_), 0) => true,
+        (Some(unsettled), prefetch) => unsettled * 4 < prefetch * 3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn ack(tag: u64) -> Settlement {
@@ -166,84 +234,276 @@ mod tests {
         }
     }
 
-    /// Pushes like `DeliveryAcker::settle`, recording the flush commands it would send.
-    fn push(q: &AckQueue, s: Settlement, flushes: &mut Vec<u64>) {
+    /// Pushes like `DeliveryAcker::settle`; returns whether it queued a flush command.
+    fn push(q: &AckQueue, s: Settlement) -> bool {
+        let mut flushed = false;
         if let Err(s) = q.try_push(s) {
-            q.push_with_flush(s, |epoch| flushes.push(epoch));
+            q.push_with_flush(s, || flushed = true);
         }
+        flushed
+    }
+
+    fn pending(q: &AckQueue) -> usize {
+        q.lock().pending.len()
     }
 
     #[test]
     fn one_flush_command_per_batch() {
         let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        push(&q, ack(1), &mut flushes);
-        push(&q, ack(2), &mut flushes);
-        push(&q, ack(3), &mut flushes);
-        assert_eq!(flushes, vec![0]);
+        assert!(push(&q, ack(1)));
+        assert!(!push(&q, ack(2)));
+        assert!(!push(&q, ack(3)));
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
         assert_eq!(out, vec![ack(1), ack(2), ack(3)]);
         assert!(q.send_if_empty(|| {}), "nothing left queued");
-        push(&q, ack(4), &mut flushes);
-        assert_eq!(
-            flushes,
-            vec![0, 1],
-            "the next push queues a flush of a new epoch"
-        );
+        assert!(push(&q, ack(4)), "the next push queues a flush again");
     }
 
     #[test]
-    fn a_channel_command_takes_the_queue_and_retires_the_old_flush() {
+    fn a_channel_command_takes_the_queue_and_an_earlier_flush_cannot_pull_later_acks_ahead() {
         let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        push(&q, ack(1), &mut flushes);
+        assert!(push(&q, ack(1)));
         assert!(!q.send_if_empty(|| panic!("ack 1 is queued")));
-        // A publish (say) goes out now: ack 1 must precede it, in the same critical section.
+        // A publish (say) goes out now: ack 1 must precede it, in the same critical section (two
+        // commands: the settlements, then the publish).
         let mut sent = Vec::new();
         q.take_and_send(|taken| sent = taken);
         assert_eq!(sent, vec![ack(1)]);
-        assert!(q.send_if_empty(|| {}));
-        q.take_and_send(|taken| assert!(taken.is_empty()));
-        // An ack after the publish queues a flush for the new epoch ...
-        push(&q, ack(2), &mut flushes);
-        assert_eq!(flushes, vec![0, 1]);
-        // ... and the old flush, which the driver sees first, must not pull it ahead of the publish.
+        // An ack after the publish needs a flush of its own, behind the publish ...
+        assert!(push(&q, ack(2)));
+        // ... and the old flush, which the driver handles before the two commands, takes nothing.
         let mut out = Vec::new();
         q.take_for_flush(0, &mut out);
         assert!(out.is_empty());
-        q.take_for_flush(1, &mut out);
+        assert_eq!(pending(&q), 1);
+        q.take_for_flush(2, &mut out);
         assert_eq!(out, vec![ack(2)]);
     }
 
     #[test]
     fn above_the_limit_every_push_needs_a_command() {
         let q = AckQueue::default();
-        let mut flushes = Vec::new();
-        for tag in 0..ACK_QUEUE_MAX as u64 {
-            push(&q, ack(tag), &mut flushes);
+        let mut flushes = 0;
+        for tag in 0..ACK_QUEUE_MAX as u64 + 2 {
+            flushes += usize::from(push(&q, ack(tag)));
         }
-        assert_eq!(flushes.len(), 1);
-        push(&q, ack(9999), &mut flushes);
-        push(&q, ack(10000), &mut flushes);
         assert_eq!(
-            flushes.len(),
-            3,
+            flushes, 3,
             "each push past the limit waits for room for its own flush"
         );
+        q.promise_sweep(0);
+        assert!(push(&q, ack(9999)), "a promise does not lift the limit");
+    }
+
+    #[test]
+    fn acks_are_held_only_with_prefetch_credit_to_spare() {
+        assert!(may_hold_acks(Some(10_000), 0), "no prefetch limit");
+        assert!(may_hold_acks(Some(749), 1000));
+        assert!(!may_hold_acks(Some(750), 1000));
+        assert!(
+            !may_hold_acks(Some(1), 1),
+            "prefetch 1 needs every ack at once"
+        );
+        assert!(!may_hold_acks(Some(3), 4));
+        assert!(may_hold_acks(Some(2), 4));
+        assert!(!may_hold_acks(None, 0), "settlement state unknown");
+    }
+
+    #[test]
+    fn a_promised_sweep_takes_pushes_without_commands_until_it_is_kept() {
+        let q = AckQueue::default();
+        q.promise_sweep(0);
+        assert!(!push(&q, ack(1)), "the promised sweep will take it");
+        assert!(!push(&q, ack(2)));
         let mut out = Vec::new();
-        q.take_for_flush(0, &mut out);
-        assert_eq!(out.len(), ACK_QUEUE_MAX + 2);
-        // The two extra flushes of epoch 0 are still in the driver's queue; an ack made after a later
-        // command must not be taken by them.
-        push(&q, ack(10001), &mut flushes);
-        assert_eq!(flushes.last(), Some(&1));
-        out.clear();
-        q.take_for_flush(0, &mut out);
-        q.take_for_flush(0, &mut out);
-        assert!(out.is_empty());
+        q.sweep(0, &mut out);
+        assert_eq!(out, vec![ack(1), ack(2)]);
+        assert!(
+            push(&q, ack(3)),
+            "after the sweep a push needs its own flush"
+        );
+    }
+
+    #[test]
+    fn a_promise_does_not_cover_pushes_behind_a_later_command() {
+        let q = AckQueue::default();
+        q.promise_sweep(0);
+        assert!(q.send_if_empty(|| {}));
+        assert!(
+            push(&q, ack(1)),
+            "behind the command, the ack needs a flush behind it"
+        );
+        let mut out = Vec::new();
+        q.sweep(0, &mut out);
+        assert!(out.is_empty(), "the command is not handled yet");
         q.take_for_flush(1, &mut out);
-        assert_eq!(out, vec![ack(10001)]);
+        assert_eq!(out, vec![ack(1)]);
+    }
+
+    #[test]
+    fn a_promise_made_with_a_command_still_queued_covers_nothing() {
+        let q = AckQueue::default();
+        assert!(q.send_if_empty(|| {}));
+        q.promise_sweep(0);
+        assert!(push(&q, ack(1)));
+    }
+
+    /// One step of a single-threaded model of the handles and the driver around one channel's queue.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Ack,
+        Command,
+        DriverHandles,
+        DriverPromises,
+        DriverSweeps,
+        Close,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => Just(Step::Ack),
+            2 => Just(Step::Command),
+            4 => Just(Step::DriverHandles),
+            1 => Just(Step::DriverPromises),
+            1 => Just(Step::DriverSweeps),
+            1 => Just(Step::Close),
+        ]
+    }
+
+    enum Queued {
+        Flush,
+        Settle(Vec<Settlement>),
+        Command(u64),
+        Close,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Wire {
+        Settle(u64),
+        Command(u64),
+    }
+
+    proptest! {
+        /// Whatever the interleaving: every settlement reaches the wire once (unless it was made after
+        /// the close was queued), after every channel command queued before it and before every one
+        /// queued after it; and when the driver has handled everything and kept its promise, nothing
+        /// is left behind.
+        #[test]
+        fn settlements_keep_their_place_among_commands_and_are_never_stranded(
+            steps in proptest::collection::vec(step(), 1..200)
+        ) {
+            let q = AckQueue::default();
+            let mut fifo = VecDeque::new();
+            let mut wire = Vec::new();
+            let (mut handled, mut promised, mut closing, mut closed) = (0u64, false, false, false);
+            let (mut next_tag, mut next_command) = (0u64, 0u64);
+            // Per settlement: the number of commands queued before it, and whether the close was.
+            let mut made = Vec::new();
+            let mut settlements = Vec::new();
+            let drive = |fifo: &mut VecDeque<Queued>, wire: &mut Vec<Wire>, handled: &mut u64,
+                         promised: &mut bool, closed: &mut bool, settlements: &mut Vec<Settlement>| {
+                let Some(queued) = fifo.pop_front() else { return };
+                if *closed {
+                    return; // Everything behind the close is dropped.
+                }
+                match queued {
+                    Queued::Flush => {
+                        q.take_for_flush(*handled, settlements);
+                    }
+                    Queued::Settle(taken) => {
+                        *handled += 1;
+                        settlements.extend(taken);
+                    }
+                    Queued::Command(id) => {
+                        *handled += 1;
+                        wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
+                        wire.push(Wire::Command(id));
+                    }
+                    Queued::Close => {
+                        if std::mem::take(promised) {
+                            q.sweep(*handled, settlements);
+                        }
+                        *closed = true;
+                    }
+                }
+                wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
+            };
+            for step in steps {
+                match step {
+                    Step::Ack => {
+                        made.push((next_command, closing));
+                        if push(&q, ack(next_tag)) {
+                            fifo.push_back(Queued::Flush);
+                        }
+                        next_tag += 1;
+                    }
+                    Step::Command if !closing => {
+                        let id = next_command;
+                        next_command += 1;
+                        if !q.send_if_empty(|| fifo.push_back(Queued::Command(id))) {
+                            q.take_and_send(|taken| {
+                                if !taken.is_empty() {
+                                    fifo.push_back(Queued::Settle(taken));
+                                }
+                                fifo.push_back(Queued::Command(id));
+                            });
+                        }
+                    }
+                    Step::Command => {}
+                    Step::DriverHandles => drive(&mut fifo, &mut wire, &mut handled,
+                        &mut promised, &mut closed, &mut settlements),
+                    Step::DriverPromises if !closed => {
+                        if !promised {
+                            promised = true;
+                            q.promise_sweep(handled);
+                        }
+                    }
+                    Step::DriverPromises => {}
+                    Step::DriverSweeps => {
+                        if std::mem::take(&mut promised) && !closed {
+                            q.sweep(handled, &mut settlements);
+                            wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
+                        }
+                    }
+                    Step::Close if !closing => {
+                        closing = true;
+                        fifo.push_back(Queued::Close);
+                    }
+                    Step::Close => {}
+                }
+            }
+            while !fifo.is_empty() {
+                drive(&mut fifo, &mut wire, &mut handled, &mut promised, &mut closed,
+                      &mut settlements);
+            }
+            if !closed {
+                if std::mem::take(&mut promised) {
+                    q.sweep(handled, &mut settlements);
+                    wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
+                }
+                prop_assert_eq!(pending(&q), 0, "settlements stranded");
+            }
+            let position = |w: &Wire| wire.iter().position(|x| x == w);
+            for (tag, &(commands_before, after_close)) in made.iter().enumerate() {
+                let tag = tag as u64;
+                let at = position(&Wire::Settle(tag));
+                prop_assert_eq!(wire.iter().filter(|w| **w == Wire::Settle(tag)).count() <= 1, true);
+                let Some(at) = at else {
+                    prop_assert!(after_close, "settlement {} made before the close was lost", tag);
+                    continue;
+                };
+                if commands_before > 0 {
+                    let last_before = position(&Wire::Command(commands_before - 1));
+                    prop_assert!(last_before.is_some_and(|c| c < at),
+                        "settlement {} overtook command {}", tag, commands_before - 1);
+                }
+                if let Some(first_after) = position(&Wire::Command(commands_before)) {
+                    prop_assert!(at < first_after,
+                        "settlement {} fell behind command {}", tag, commands_before);
+                }
+            }
+        }
     }
 
     #[test]

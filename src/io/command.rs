@@ -54,12 +54,12 @@ pub(crate) enum Command {
         consumer: Option<ConsumerSink>,
     },
     Publish(Publish),
-    /// Acks, nacks and rejects are waiting in the channel's [`AckQueue`] for `epoch`: sent by the first
-    /// settlement after the driver last took the queue.
+    /// Acks, nacks and rejects are waiting in the channel's [`AckQueue`]: sent by the first settlement
+    /// after the driver last took the queue (or after the channel's last command), unless a sweep the
+    /// driver promised covers it. Not a channel command in the [`AckQueue`]'s count.
     FlushAcks {
         channel: u16,
         generation: u64,
-        epoch: u64,
     },
     /// Settlements a channel command took from the [`AckQueue`] to go out before it.
     Settle {
@@ -75,6 +75,37 @@ pub(crate) enum Command {
     Close {
         reply: Option<oneshot::Sender<Result<(), Error>>>,
     },
+}
+
+impl Command {
+    /// The channel incarnation of a command a handle queued through the channel's submit path, and
+    /// counted in its [`AckQueue`] (the driver counts these the same way).
+    pub(crate) fn channel_command(&self) -> Option<(u16, u64)> {
+        match self {
+            Command::Rpc {
+                channel,
+                generation,
+                ..
+            }
+            | Command::Send {
+                channel,
+                generation,
+                ..
+            }
+            | Command::Settle {
+                channel,
+                generation,
+                ..
+            }
+            | Command::CloseChannel {
+                channel,
+                generation,
+                ..
+            } => Some((*channel, *generation)),
+            Command::Publish(p) => Some((p.channel, p.generation)),
+            Command::OpenChannel { .. } | Command::FlushAcks { .. } | Command::Close { .. } => None,
+        }
+    }
 }
 
 pub(crate) struct Publish {
@@ -106,6 +137,9 @@ pub(crate) struct ConsumerSink {
     pub tx: DeliverySender,
     pub shared: Arc<ConsumerShared>,
     pub no_ack: bool,
+    /// The channel's prefetch count when the consumer started (0: none). RabbitMQ keeps a per-consumer
+    /// limit with the consumers started under it, whatever later basic.qos calls set.
+    pub prefetch: u16,
 }
 
 /// State a consumer shares with the driver: why it ended.

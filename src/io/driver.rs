@@ -25,7 +25,7 @@ use crate::{
     error::{CloseReason, Error},
     io::{
         ack_coalescer::AckCoalescer,
-        ack_queue::Settlement,
+        ack_queue::{may_hold_acks, Settlement},
         command::{
             ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
             RpcReply,
@@ -49,6 +49,9 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
+/// How long acks a sweep was promised may wait when no read comes first (tokio's timers tick in
+/// milliseconds).
+const SWEEP_DELAY: Duration = Duration::from_millis(1);
 /// Reads in a row that use less than a quarter of the growth step before it is halved.
 const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
@@ -74,6 +77,28 @@ struct ChannelSlot {
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// Which delivery tags are settled, for sending a run of acks as one.
     acks: AckCoalescer,
+    /// The tag of the last delivery handed to a consumer that acks.
+    last_delivered: u64,
+    /// The driver promised this incarnation's ack queue a sweep ([`AckQueue::promise_sweep`]).
+    sweep_promised: bool,
+    /// The smallest prefetch limit any consumer of this incarnation started under (0: none).
+    consumer_prefetch: u16,
+    /// Listed in `Driver::fed` since the last dispatched read.
+    fed: bool,
+    /// How many of this incarnation's channel commands the driver has handled: its [`AckQueue`] is
+    /// taken only when this has caught up with the commands queued (see there).
+    commands_handled: u64,
+}
+
+impl ChannelSlot {
+    /// Remembers the limit a new consumer started under; the smallest one bounds holding acks.
+    fn note_consumer_limit(&mut self, sink: &ConsumerSink) {
+        if sink.prefetch != 0
+            && (self.consumer_prefetch == 0 || sink.prefetch < self.consumer_prefetch)
+        {
+            self.consumer_prefetch = sink.prefetch;
+        }
+    }
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
@@ -99,6 +124,11 @@ pub(crate) struct Driver<R, W> {
     next_generation: u64,
     confirm_window: usize,
     parked: Option<Parked>,
+    /// Channels whose ack queues were promised a sweep, and when the promise falls due at the latest.
+    sweeps: Vec<u16>,
+    /// Channels whose acking consumers got deliveries since the last dispatched read.
+    fed: Vec<u16>,
+    sweep_deadline: Option<Instant>,
     /// Consumer queues pushed to since the last wake: woken once each when the events are dispatched.
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
@@ -149,6 +179,9 @@ where
             confirm_window,
             parked: None,
             to_wake: Vec::new(),
+            sweeps: Vec::new(),
+            fed: Vec::new(),
+            sweep_deadline: None,
             close_waiters: Vec::new(),
             closing_deadline: None,
             close_timeout,
@@ -231,6 +264,10 @@ where
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
+            // The timer branch is polled last and could be starved by a busy command queue.
+            if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
+                self.sweep_acks();
+            }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -241,10 +278,14 @@ where
                     None => Ok(()),
                 };
             }
-            let deadline = match (self.proto.poll_timeout(), self.closing_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b.into_std())),
-                (a, b) => a.or(b.map(Instant::into_std)),
-            };
+            let deadline = [
+                self.proto.poll_timeout(),
+                self.closing_deadline.map(Instant::into_std),
+                self.sweep_deadline.map(Instant::into_std),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(d) = deadline {
                 let d = Instant::from_std(d);
                 if sleep.deadline() != d {
@@ -276,6 +317,8 @@ where
                             "broker closed the socket without connection.close",
                         )));
                     }
+                    // Before this read's deliveries: the acks the consumers made since the last one.
+                    self.sweep_acks();
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
@@ -314,6 +357,9 @@ where
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
+                    if self.sweep_deadline.is_some_and(|d| d <= now) {
+                        self.sweep_acks();
+                    }
                     if self.closing_deadline.is_some_and(|d| d <= now) {
                         return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
                     }
@@ -366,12 +412,19 @@ where
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
         if self.closing_deadline.is_none() {
+            // Acks made before the close go out before it. Those made behind a command still queued
+            // (behind the close, then, and dropped with it) are not ready and stay.
+            self.sweep_acks();
             self.proto.close(code, text);
             self.closing_deadline = Some(Instant::now() + self.close_timeout);
         }
     }
 
     fn handle_command(&mut self, cmd: Command) {
+        // Publishes count themselves where their channel is looked up anyway.
+        if !matches!(cmd, Command::Publish(_)) {
+            self.count_handled(&cmd);
+        }
         let closing = self.closing_deadline.is_some();
         match cmd {
             Command::OpenChannel { reply } => {
@@ -398,6 +451,11 @@ where
                     pending_return: None,
                     close_waiters: Vec::new(),
                     acks: AckCoalescer::default(),
+                    last_delivered: 0,
+                    sweep_promised: false,
+                    consumer_prefetch: 0,
+                    commands_handled: 0,
+                    fed: false,
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -463,6 +521,7 @@ where
                 match (consumer, &method) {
                     (Some(sink), Method::BasicConsume(consume)) => {
                         let _ = sink.shared.tag.set(consume.consumer_tag.clone());
+                        slot.note_consumer_limit(&sink);
                         slot.consumers.insert(consume.consumer_tag.clone(), sink);
                     }
                     (_, Method::BasicCancel(cancel)) => {
@@ -479,7 +538,6 @@ where
             Command::FlushAcks {
                 channel,
                 generation,
-                epoch,
             } => {
                 let mut settlements = std::mem::take(&mut self.settlements);
                 let usable =
@@ -488,7 +546,9 @@ where
                 // deliveries), so the queue never stays marked as flushed with nothing on the way.
                 if let Some(slot) = self.channels.get_mut(channel) {
                     if slot.shared.generation == generation {
-                        slot.shared.acks.take_for_flush(epoch, &mut settlements);
+                        slot.shared
+                            .acks
+                            .take_for_flush(slot.commands_handled, &mut settlements);
                     }
                 }
                 if usable {
@@ -544,6 +604,40 @@ where
         }
     }
 
+    /// Keeps the sweeps promised to ack queues: takes and sends what is ready (see [`AckQueue`]) and
+    /// retires the promises; later acks of those channels send their own flush command until a
+    /// delivery renews the promise.
+    fn sweep_acks(&mut self) {
+        self.sweep_deadline = None;
+        let mut channels = std::mem::take(&mut self.sweeps);
+        for &channel in &channels {
+            self.sweep_channel(channel);
+        }
+        channels.clear();
+        self.sweeps = channels;
+    }
+
+    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding.
+    fn sweep_channel(&mut self, channel: u16) {
+        let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
+        let Some(slot) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if !slot.sweep_promised {
+            return;
+        }
+        slot.sweep_promised = false;
+        let mut settlements = std::mem::take(&mut self.settlements);
+        slot.shared
+            .acks
+            .sweep(slot.commands_handled, &mut settlements);
+        if usable {
+            self.send_settlements(channel, &mut settlements);
+        }
+        settlements.clear();
+        self.settlements = settlements;
+    }
+
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
     /// acks go out as one `multiple` ack ([`AckCoalescer`]).
     fn send_settlements(&mut self, channel: u16, settlements: &mut Vec<Settlement>) {
@@ -575,11 +669,35 @@ where
         }
     }
 
+    /// Counts a channel command of a live incarnation as taken ([`ChannelShared::commands_quiet`]).
+    #[inline(never)]
+    /// Counts a channel command in its slot, as its [`AckQueue`] counted it when it was queued.
+    fn count_handled(&mut self, cmd: &Command) {
+        if let Some((channel, generation)) = cmd.channel_command() {
+            if let Some(slot) = self.channels.get_mut(channel) {
+                if slot.shared.generation == generation {
+                    slot.commands_handled += 1;
+                }
+            }
+        }
+    }
+
     fn publish(&mut self, p: Publish) {
         let usable = self.proto.channel_is_usable(p.channel) && self.closing_deadline.is_none();
         let slot = match self.channels.get_mut(p.channel) {
-            Some(slot) if usable && slot.shared.generation == p.generation => slot,
-            _ => {
+            Some(slot) if slot.shared.generation == p.generation => {
+                slot.commands_handled += 1;
+                if usable {
+                    Some(slot)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
                 let error = self.channel_error(p.channel);
                 if let Some(waiter) = p.confirm {
                     let _ = waiter.reply.send(Err(error));
@@ -637,7 +755,35 @@ where
         for queue in self.to_wake.drain(..) {
             queue.wake_receiver();
         }
+        self.promise_sweeps();
         result
+    }
+
+    /// Once per dispatched read, for each channel whose consumers got deliveries they ack: promises
+    /// its ack queue a sweep while the broker can keep sending without the acks, and otherwise keeps
+    /// an outstanding promise at once (deciding once per read, not per delivery, keeps a channel near
+    /// the threshold from taking the ack queue's lock twice per delivery).
+    fn promise_sweeps(&mut self) {
+        let mut fed = std::mem::take(&mut self.fed);
+        for &channel in &fed {
+            let Some(slot) = self.channels.get_mut(channel) else {
+                continue;
+            };
+            slot.fed = false;
+            let can_wait = sweep_keeps_broker_sending(slot);
+            if can_wait && !slot.sweep_promised {
+                slot.sweep_promised = true;
+                slot.shared.acks.promise_sweep(slot.commands_handled);
+                self.sweeps.push(channel);
+                self.sweep_deadline
+                    .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
+            } else if !can_wait && slot.sweep_promised {
+                // Too close to the prefetch limit to hold acks back any longer.
+                self.sweep_channel(channel);
+            }
+        }
+        fed.clear();
+        self.fed = fed;
     }
 
     fn handle_event(&mut self, event: Event) -> Result<(), Error> {
@@ -747,6 +893,7 @@ where
             Method::BasicConsumeOk(ok) => {
                 if let Some(sink) = head.consumer {
                     let _ = sink.shared.tag.set(ok.consumer_tag.clone());
+                    slot.note_consumer_limit(&sink);
                     slot.consumers.insert(ok.consumer_tag.clone(), sink);
                 }
                 RpcReply::Method(ok.into())
@@ -827,6 +974,7 @@ where
                     // The broker settled it on sending: its tag is a gap the prefix cannot cross.
                     slot.acks.disable();
                 }
+                let tag = deliver.delivery_tag;
                 let delivery = Delivery::new(
                     deliver,
                     header.properties,
@@ -834,10 +982,18 @@ where
                     DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
                 );
                 let queue = sink.tx.handle();
+                let acked_by_client = !sink.no_ack;
                 match queue.push(delivery) {
                     Pushed::Queued => {
                         if !self.to_wake.last().is_some_and(|q| q.same_queue(queue)) {
                             self.to_wake.push(queue.clone());
+                        }
+                        if acked_by_client {
+                            slot.last_delivered = tag;
+                            if !slot.fed {
+                                slot.fed = true;
+                                self.fed.push(channel);
+                            }
                         }
                     }
                     Pushed::Full(delivery) => {
@@ -950,6 +1106,24 @@ fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
         Method::BasicRecover(_) => &[(basic::RecoverOk::CLASS_ID, basic::RecoverOk::METHOD_ID)],
         other => other.info().responses,
     }
+}
+
+fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
+    let unsettled = slot
+        .acks
+        .settled_through()
+        .map(|settled| slot.last_delivered.saturating_sub(settled));
+    // The channel's current limit (a later global basic.qos) and the smallest one a consumer started
+    // under both apply.
+    let limit = match (
+        slot.shared.prefetch.load(Ordering::Acquire),
+        slot.consumer_prefetch,
+    ) {
+        (0, c) => c,
+        (p, 0) => p,
+        (p, c) => p.min(c),
+    };
+    may_hold_acks(unsettled, limit)
 }
 
 /// How a method sent as it is bears on merging later acks of its channel.
