@@ -73,7 +73,10 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 ///   counted command, and must not reach the wire before it.
 /// - The driver counts the channel's commands it has handled and takes the queue only when that count
 ///   has reached [`Inner::commands`] (read under the lock): then every command the queued settlements
-///   follow is already on its way to the wire. A flush command or sweep that comes too early takes
+///   follow has been handled, so the settlements go out in the same place a flush command queued right
+///   behind those commands would put them. (Handled is not always written: a synchronous method waits
+///   for the replies to the channel's earlier ones, and acks and publishes do not wait for it, as the
+///   `Channel` docs say. Awaiting the method before acking orders the two.) A flush command or sweep that comes too early takes
 ///   nothing, and need not: a settlement pushed behind a command the driver has not handled yet has a
 ///   flush command of its own behind that command (a promise made before the command does not cover it,
 ///   and a flush queued before it cannot be ridden).

@@ -91,6 +91,15 @@ struct ChannelSlot {
 }
 
 impl ChannelSlot {
+    /// Remembers a delivery handed to a consumer that acks, for [`Driver::promise_sweeps`].
+    fn note_delivered(&mut self, tag: u64, channel: u16, fed: &mut Vec<u16>) {
+        self.last_delivered = tag;
+        if !self.fed {
+            self.fed = true;
+            fed.push(channel);
+        }
+    }
+
     /// Remembers the limit a new consumer started under; the smallest one bounds holding acks.
     fn note_consumer_limit(&mut self, sink: &ConsumerSink) {
         if sink.prefetch != 0
@@ -325,12 +334,20 @@ where
                 }
                 room = room_for(&self.parked), if paused => {
                     let Parked { queue, delivery } = self.parked.take().expect("paused means parked");
+                    let acker = delivery.acker();
+                    let acked = (!acker.no_ack())
+                        .then(|| (acker.channel_id(), acker.generation(), delivery.delivery_tag()));
                     let pushed = match room {
                         Ok(()) => queue.handle().push(delivery),
                         Err(()) => Pushed::Closed(delivery),
                     };
                     match pushed {
-                        Pushed::Queued => self.to_wake.push(queue.handle().clone()),
+                        Pushed::Queued => {
+                            self.to_wake.push(queue.handle().clone());
+                            if let Some((channel, generation, tag)) = acked {
+                                self.note_delivered(channel, generation, tag);
+                            }
+                        }
                         Pushed::Full(delivery) => self.parked = Some(Parked { queue, delivery }),
                         Pushed::Closed(delivery) => self.consumer_gone(delivery),
                     }
@@ -669,8 +686,15 @@ where
         }
     }
 
-    /// Counts a channel command of a live incarnation as taken ([`ChannelShared::commands_quiet`]).
-    #[inline(never)]
+    /// [`ChannelSlot::note_delivered`] for a delivery handed over after it was parked.
+    fn note_delivered(&mut self, channel: u16, generation: u64, tag: u64) {
+        if let Some(slot) = self.channels.get_mut(channel) {
+            if slot.shared.generation == generation {
+                slot.note_delivered(tag, channel, &mut self.fed);
+            }
+        }
+    }
+
     /// Counts a channel command in its slot, as its [`AckQueue`] counted it when it was queued.
     fn count_handled(&mut self, cmd: &Command) {
         if let Some((channel, generation)) = cmd.channel_command() {
@@ -989,11 +1013,7 @@ where
                             self.to_wake.push(queue.clone());
                         }
                         if acked_by_client {
-                            slot.last_delivered = tag;
-                            if !slot.fed {
-                                slot.fed = true;
-                                self.fed.push(channel);
-                            }
+                            slot.note_delivered(tag, channel, &mut self.fed);
                         }
                     }
                     Pushed::Full(delivery) => {
