@@ -617,6 +617,27 @@ fn emit_properties(o: &mut String, class: &Class) {
         o,
         "    pub fn decode_shared<'a>(input: &'a [u8], shared: Option<&Bytes>) -> nom::IResult<&'a [u8], Self, CodecError> {",
     );
+    w(o, "        let mut props = Self::default();");
+    w(
+        o,
+        "        let (input, ()) = Self::decode_into(input, shared, &mut props)?;",
+    );
+    w(o, "        Ok((input, props))");
+    w(o, "    }");
+    w(o, "");
+    w(
+        o,
+        "    /// Like `decode_shared`, into `props` (which should be the default: only the properties the",
+    );
+    w(
+        o,
+        "    /// flag word announces are written), so a caller can decode straight into a box and spare the",
+    );
+    w(o, "    /// copy of a value this large.");
+    w(
+        o,
+        "    pub fn decode_into<'a>(input: &'a [u8], shared: Option<&Bytes>, props: &mut Self) -> nom::IResult<&'a [u8], (), CodecError> {",
+    );
     w(o, "        let (mut input, flags) = decode::short(input)?;");
     w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
     w(
@@ -624,7 +645,6 @@ fn emit_properties(o: &mut String, class: &Class) {
         "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
     );
     w(o, "        }");
-    w(o, "        let mut props = Self::default();");
     for (i, p) in class.properties.iter().enumerate() {
         w(o, &format!("        if flags & (1 << {}) != 0 {{", 15 - i));
         if is_hidden(p) {
@@ -654,7 +674,7 @@ fn emit_properties(o: &mut String, class: &Class) {
         w(o, "            input = rest;");
         w(o, "        }");
     }
-    w(o, "        Ok((input, props))");
+    w(o, "        Ok((input, ()))");
     w(o, "    }");
     w(o, "");
     w(

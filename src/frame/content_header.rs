@@ -28,11 +28,13 @@ impl ContentHeader {
         let (input, class_id) = decode::short(input)?;
         let (input, _weight) = decode::short(input)?;
         let (input, body_size) = decode::longlong(input)?;
-        let (_, properties) = BasicProperties::decode(input)?;
+        // Decoded in place: built on the stack and boxed after, the properties would be copied whole.
+        let mut properties = Box::<BasicProperties>::default();
+        BasicProperties::decode_into(input, None, &mut properties)?;
         Ok(ContentHeader {
             class_id,
             body_size,
-            properties: Box::new(properties),
+            properties,
         })
     }
 

@@ -721,7 +721,7 @@ impl Connection {
         if state.closing.is_some() {
             return Ok(());
         }
-        let Some(partial) = state.content.take() else {
+        let Some(partial) = state.content.as_mut() else {
             return Err(self.violation(
                 ReplyCode::UNEXPECTED_FRAME,
                 format!("content header without a method on channel {channel}"),
@@ -740,7 +740,7 @@ impl Connection {
         if state.closing.is_some() {
             return Ok(());
         }
-        let Some(partial) = state.content.take() else {
+        let Some(partial) = state.content.as_mut() else {
             return Err(self.violation(
                 ReplyCode::UNEXPECTED_FRAME,
                 format!("content body without a method on channel {channel}"),
@@ -764,20 +764,29 @@ impl Connection {
     fn after_content(
         &mut self,
         channel: u16,
-        result: Result<Result<Content, PartialContent>, ContentError>,
+        result: Result<bool, ContentError>,
     ) -> Result<(), ConnectionError> {
-        match result {
-            Ok(Ok(content)) => {
-                self.events.push_back(Event::Content { channel, content });
-                Ok(())
-            }
-            Ok(Err(partial)) => {
-                if let Some(state) = self.channels.get_mut(channel) {
-                    state.content = Some(partial);
+        let error = match result {
+            Ok(false) => return Ok(()),
+            Ok(true) => {
+                let partial = self
+                    .channels
+                    .get_mut(channel)
+                    .and_then(|s| s.content.take());
+                if let Some(partial) = partial {
+                    let content = partial.finish();
+                    self.events.push_back(Event::Content { channel, content });
                 }
-                Ok(())
+                return Ok(());
             }
-            Err(ContentError::TooLarge { declared, max }) => {
+            Err(error) => error,
+        };
+        // Whatever was collected is dropped with the error.
+        if let Some(state) = self.channels.get_mut(channel) {
+            state.content = None;
+        }
+        match error {
+            ContentError::TooLarge { declared, max } => {
                 // Our own limit, not a protocol violation: close only this channel (311 is a soft error).
                 self.close_channel(
                     channel,
@@ -786,7 +795,7 @@ impl Connection {
                 );
                 Ok(())
             }
-            Err(e) => Err(self.violation(
+            e => Err(self.violation(
                 ReplyCode::UNEXPECTED_FRAME,
                 format!("{e:?} on channel {channel}"),
             )),

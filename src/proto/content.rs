@@ -69,13 +69,12 @@ impl PartialContent {
         }
     }
 
-    /// Takes the header frame: `Ok(Ok(content))` when the message is whole (a body size of 0),
-    /// `Ok(Err(self))` while body frames are still expected.
-    pub fn header(
-        mut self,
-        header: ContentHeader,
-        max_size: u64,
-    ) -> Result<Result<Content, Self>, ContentError> {
+    /// Takes the header frame: `Ok(true)` when the message is whole (a body size of 0) and
+    /// [`PartialContent::finish`] gives it, `Ok(false)` while body frames are still expected.
+    ///
+    /// The content is completed in place (`&mut self`), not passed through by value: it is large, and
+    /// each move of it was a copy on the path of every delivery.
+    pub fn header(&mut self, header: ContentHeader, max_size: u64) -> Result<bool, ContentError> {
         if self.header.is_some() || header.class_id != self.method.class_id() {
             return Err(ContentError::UnexpectedHeader);
         }
@@ -85,19 +84,13 @@ impl PartialContent {
                 max: max_size,
             });
         }
-        if header.body_size == 0 {
-            return Ok(Ok(Content {
-                method: self.method,
-                header,
-                body: Bytes::new(),
-            }));
-        }
+        let whole = header.body_size == 0;
         self.header = Some(header);
-        Ok(Err(self))
+        Ok(whole)
     }
 
-    /// Takes a body frame.
-    pub fn body(mut self, payload: Bytes) -> Result<Result<Content, Self>, ContentError> {
+    /// Takes a body frame: `Ok(true)` once the body is whole.
+    pub fn body(&mut self, payload: Bytes) -> Result<bool, ContentError> {
         let Some(header) = &self.header else {
             return Err(ContentError::BodyBeforeHeader);
         };
@@ -106,7 +99,7 @@ impl PartialContent {
         if self.received > size {
             return Err(ContentError::BodyOverrun);
         }
-        self.body = match self.body {
+        self.body = match std::mem::replace(&mut self.body, Body::Empty) {
             Body::Empty => Body::One(payload),
             Body::One(first) => {
                 // Copied, not kept as slices of the read buffer: a peer interleaving small body frames
@@ -131,19 +124,21 @@ impl PartialContent {
                 Body::Many(many)
             }
         };
-        if self.received < size {
-            return Ok(Err(self));
-        }
+        Ok(self.received == size)
+    }
+
+    /// The message, once [`PartialContent::header`] or [`PartialContent::body`] said it is whole.
+    pub fn finish(self) -> Content {
         let body = match self.body {
             Body::Empty => Bytes::new(),
             Body::One(b) => b,
             Body::Many(m) => m.freeze(),
         };
-        let header = self.header.take().expect("checked above");
-        Ok(Ok(Content {
+        Content {
             method: self.method,
-            header,
+            // Always set by then; a default rather than a panic if a caller got the order wrong.
+            header: self.header.unwrap_or_default(),
             body,
-        }))
+        }
     }
 }
