@@ -509,6 +509,149 @@ mod tests {
         }
     }
 
+    #[derive(Debug, Clone, Copy)]
+    enum SplitStep {
+        Actor(usize),
+        Handle,
+        Promise,
+        Sweep,
+        Close,
+    }
+    fn split_step() -> impl Strategy<Value = SplitStep> {
+        prop_oneof![
+            6 => (0usize..3).prop_map(SplitStep::Actor),
+            4 => Just(SplitStep::Handle),
+            1 => Just(SplitStep::Promise),
+            1 => Just(SplitStep::Sweep),
+            1 => Just(SplitStep::Close),
+        ]
+    }
+    #[derive(Clone, Copy, Debug)]
+    enum TaskState {
+        Idle,
+        AckWaiting(u64),
+        CmdWaiting(u64),
+    }
+    enum Q {
+        Flush,
+        Settle(Vec<Settlement>),
+        Cmd(u64),
+        Close,
+    }
+    #[derive(Debug, PartialEq, Clone, Copy)]
+    enum W {
+        S(u64),
+        C(u64),
+    }
+
+    fn drive1(
+        q: &AckQueue,
+        x: Q,
+        closed: &mut bool,
+        promised: &mut bool,
+        handled: &mut u64,
+        out: &mut Vec<Settlement>,
+        wire: &mut Vec<W>,
+    ) {
+        if *closed {
+            return;
+        }
+        match x {
+            Q::Flush => q.take_for_flush(*handled, out),
+            Q::Settle(t) => {
+                *handled += 1;
+                out.extend(t);
+            }
+            Q::Cmd(id) => {
+                *handled += 1;
+                wire.extend(out.drain(..).map(|s| W::S(s.tag)));
+                wire.push(W::C(id));
+            }
+            Q::Close => {
+                if std::mem::take(promised) {
+                    q.sweep(*handled, out);
+                }
+                *closed = true;
+            }
+        }
+        wire.extend(out.drain(..).map(|s| W::S(s.tag)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        /// Like the model above, with three tasks whose acks and commands can stop at the point where
+        /// they wait for room in the command queue (or, for a command, be cancelled there by a close),
+        /// letting the others and the driver run in between: an ack still lands after every command
+        /// queued before it and before its own task's later commands, and nothing is stranded.
+        #[test]
+        fn tasks_waiting_for_room_keep_order_and_strand_nothing(steps in proptest::collection::vec(split_step(), 1..120), kinds in proptest::collection::vec(0u8..4, 120)) {
+            let q = AckQueue::default();
+            let mut fifo: VecDeque<Q> = VecDeque::new();
+            let mut wire = Vec::new();
+            let (mut handled, mut promised, mut closing, mut closed) = (0u64, false, false, false);
+            let mut st = [TaskState::Idle; 3];
+            let mut next_tag = 0u64; let mut next_cmd = 0u64;
+            let mut made: Vec<(usize, Vec<u64>, usize, bool)> = Vec::new();
+            let mut cmds_by: [Vec<u64>; 3] = Default::default();
+            let mut cmd_order: Vec<u64> = Vec::new();
+            let mut ki = 0usize;
+            let mut out = Vec::new();
+            for s in steps {
+                match s {
+                    SplitStep::Actor(a) => match st[a] {
+                        TaskState::Idle => {
+                            let k = kinds[ki % kinds.len()]; ki += 1;
+                            if k < 2 {
+                                let tag = next_tag; next_tag += 1;
+                                made.push((a, cmds_by[a].clone(), cmd_order.len(), closing));
+                                if q.try_push(ack(tag)).is_err() { st[a] = TaskState::AckWaiting(tag); }
+                            } else if k == 2 && !closing {
+                                let id = next_cmd; next_cmd += 1;
+                                if q.send_if_empty(|| fifo.push_back(Q::Cmd(id))) {
+                                    cmds_by[a].push(id); cmd_order.push(id);
+                                } else { st[a] = TaskState::CmdWaiting(id); }
+                            }
+                        }
+                        TaskState::AckWaiting(tag) => {
+                            made[tag as usize].3 = closing;
+                            q.push_with_flush(ack(tag), || fifo.push_back(Q::Flush));
+                            st[a] = TaskState::Idle;
+                        }
+                        TaskState::CmdWaiting(id) => {
+                            if !closing {
+                                q.take_and_send(|taken| {
+                                    if !taken.is_empty() { fifo.push_back(Q::Settle(taken)); }
+                                    fifo.push_back(Q::Cmd(id));
+                                });
+                                cmds_by[a].push(id); cmd_order.push(id);
+                            }
+                            st[a] = TaskState::Idle;
+                        }
+                    },
+                    SplitStep::Handle => if let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) },
+                    SplitStep::Promise => if !closed && !promised { promised = true; q.promise_sweep(handled); },
+                    SplitStep::Sweep => if std::mem::take(&mut promised) && !closed { q.sweep(handled, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); },
+                    SplitStep::Close => if !closing { closing = true; fifo.push_back(Q::Close); },
+                }
+            }
+            for state in st { if let TaskState::AckWaiting(tag) = state { made[tag as usize].3 = closing; q.push_with_flush(ack(tag), || fifo.push_back(Q::Flush)); } }
+            while let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) }
+            if !closed {
+                if std::mem::take(&mut promised) { q.sweep(handled, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); }
+                prop_assert_eq!(q.lock().pending.len(), 0, "stranded");
+            }
+            let pos = |w: W| wire.iter().position(|x| *x == w);
+            for (tag, (a, before_mine, global_before, after_close)) in made.iter().enumerate() {
+                let Some(at) = pos(W::S(tag as u64)) else { prop_assert!(*after_close, "lost {}", tag); continue; };
+                for &c in &cmd_order[..*global_before] {
+                    let p = pos(W::C(c));
+                    prop_assert!(p.is_some_and(|p| p < at), "ack {} overtook cmd {}", tag, c);
+                }
+                for &c in &cmds_by[*a] { if !before_mine.contains(&c) { if let Some(p) = pos(W::C(c)) { prop_assert!(at < p, "ack {} behind own later cmd {}", tag, c); } } }
+            }
+        }
+    }
+
     #[test]
     fn settlements_become_their_methods() {
         let nack = Settlement {
