@@ -189,11 +189,11 @@ impl Delivery {
     /// of the channel up to its last one, in order, goes on the wire as one `basic.ack` with `multiple`
     /// set (the same messages settled, one frame for the broker to process instead of one per message).
     ///
-    /// While deliveries stream in and the channel is well inside its prefetch limit, the driver sends the
-    /// acks made since its last read together with its next read, or after about a millisecond when no
-    /// read comes, instead of being woken for each batch; closer to the limit, and for channels without a
-    /// stream of deliveries, acks are sent as soon as the driver gets to them. A close of the channel or
-    /// connection sends acks made before it first.
+    /// While deliveries stream in and the channel is well inside its prefetch limit, the driver is not
+    /// woken for acks: it sends them with one of its next reads once an eighth of the prefetch limit
+    /// (at most 64) has piled up, and at the latest about a millisecond after the deliveries came.
+    /// Closer to the limit, and for channels without a stream of deliveries, acks are sent as soon as
+    /// the driver gets to them. A close of the channel or connection sends acks made before it first.
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }

@@ -164,10 +164,20 @@ impl AckQueue {
     /// For the driver, keeping its promise: takes what is queued if it is ready (see [`AckQueue`]) and
     /// retires the promise; later settlements need a flush command again. What is not ready was pushed
     /// behind a command the promise did not cover, and has a flush command of its own.
-    pub(crate) fn sweep(&self, handled: u64, out: &mut Vec<Settlement>) {
+    ///
+    /// With fewer than `min_batch` settlements queued, all of them ready and covered by the promise,
+    /// takes nothing and returns `false`: the promise stands, for the driver to keep later.
+    pub(crate) fn sweep(&self, handled: u64, min_batch: usize, out: &mut Vec<Settlement>) -> bool {
         let mut inner = self.lock();
+        if inner.pending.len() < min_batch
+            && handled >= inner.commands
+            && inner.promised_at == Some(inner.commands)
+        {
+            return false;
+        }
         inner.promised_at = None;
         inner.take_if_ready(handled, out);
+        true
     }
 
     /// For the driver, on a flush command, having handled `handled` of the channel's commands: takes
@@ -320,12 +330,35 @@ mod tests {
         assert!(!push(&q, ack(1)), "the promised sweep will take it");
         assert!(!push(&q, ack(2)));
         let mut out = Vec::new();
-        q.sweep(0, &mut out);
+        q.sweep(0, 0, &mut out);
         assert_eq!(out, vec![ack(1), ack(2)]);
         assert!(
             push(&q, ack(3)),
             "after the sweep a push needs its own flush"
         );
+    }
+
+    #[test]
+    fn a_sweep_at_a_read_waits_for_a_batch_while_the_promise_covers_it() {
+        let q = AckQueue::default();
+        q.promise_sweep(0);
+        assert!(!push(&q, ack(1)));
+        let mut out = Vec::new();
+        assert!(
+            !q.sweep(0, 2, &mut out),
+            "one is not a batch: the promise stands"
+        );
+        assert!(out.is_empty());
+        assert!(!push(&q, ack(2)), "still covered");
+        assert!(q.sweep(0, 2, &mut out));
+        assert_eq!(out, vec![ack(1), ack(2)]);
+        // Behind a command the promise covers nothing, and a sweep retires it at once.
+        q.promise_sweep(0);
+        assert!(q.send_if_empty(|| {}));
+        assert!(push(&q, ack(3)));
+        out.clear();
+        assert!(q.sweep(1, 64, &mut out));
+        assert_eq!(out, vec![ack(3)]);
     }
 
     #[test]
@@ -338,7 +371,7 @@ mod tests {
             "behind the command, the ack needs a flush behind it"
         );
         let mut out = Vec::new();
-        q.sweep(0, &mut out);
+        q.sweep(0, 0, &mut out);
         assert!(out.is_empty(), "the command is not handled yet");
         q.take_for_flush(1, &mut out);
         assert_eq!(out, vec![ack(1)]);
@@ -360,6 +393,8 @@ mod tests {
         DriverHandles,
         DriverPromises,
         DriverSweeps,
+        /// A sweep at a read, which leaves the promise standing below a batch of 2.
+        DriverSweepsAtRead,
         Close,
     }
 
@@ -370,6 +405,7 @@ mod tests {
             4 => Just(Step::DriverHandles),
             1 => Just(Step::DriverPromises),
             1 => Just(Step::DriverSweeps),
+            1 => Just(Step::DriverSweepsAtRead),
             1 => Just(Step::Close),
         ]
     }
@@ -425,7 +461,7 @@ mod tests {
                     }
                     Queued::Close => {
                         if std::mem::take(promised) {
-                            q.sweep(*handled, settlements);
+                            q.sweep(*handled, 0, settlements);
                         }
                         *closed = true;
                     }
@@ -465,7 +501,13 @@ mod tests {
                     Step::DriverPromises => {}
                     Step::DriverSweeps => {
                         if std::mem::take(&mut promised) && !closed {
-                            q.sweep(handled, &mut settlements);
+                            q.sweep(handled, 0, &mut settlements);
+                            wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
+                        }
+                    }
+                    Step::DriverSweepsAtRead => {
+                        if promised && !closed {
+                            promised = !q.sweep(handled, 2, &mut settlements);
                             wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
                         }
                     }
@@ -482,7 +524,7 @@ mod tests {
             }
             if !closed {
                 if std::mem::take(&mut promised) {
-                    q.sweep(handled, &mut settlements);
+                    q.sweep(handled, 0, &mut settlements);
                     wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
                 }
                 prop_assert_eq!(pending(&q), 0, "settlements stranded");
@@ -569,7 +611,7 @@ mod tests {
             }
             Q::Close => {
                 if std::mem::take(promised) {
-                    q.sweep(*handled, out);
+                    q.sweep(*handled, 0, out);
                 }
                 *closed = true;
             }
@@ -630,14 +672,14 @@ mod tests {
                     },
                     SplitStep::Handle => if let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) },
                     SplitStep::Promise => if !closed && !promised { promised = true; q.promise_sweep(handled); },
-                    SplitStep::Sweep => if std::mem::take(&mut promised) && !closed { q.sweep(handled, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); },
+                    SplitStep::Sweep => if std::mem::take(&mut promised) && !closed { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); },
                     SplitStep::Close => if !closing { closing = true; fifo.push_back(Q::Close); },
                 }
             }
             for state in st { if let TaskState::AckWaiting(tag) = state { made[tag as usize].3 = closing; q.push_with_flush(ack(tag), || fifo.push_back(Q::Flush)); } }
             while let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) }
             if !closed {
-                if std::mem::take(&mut promised) { q.sweep(handled, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); }
+                if std::mem::take(&mut promised) { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); }
                 prop_assert_eq!(q.lock().pending.len(), 0, "stranded");
             }
             let pos = |w: W| wire.iter().position(|x| *x == w);

@@ -49,6 +49,18 @@ const READ_CHUNK_MIN: usize = 64 * 1024;
 /// and a copy of the partial frame for nearly every message; `benches/compare` consume 64 KiB went from
 /// about 52 to 37 µs of CPU per message with a 256 KiB step.
 const READ_CHUNK_MAX: usize = 256 * 1024;
+/// When a promised sweep is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// At a read: only once enough settlements have piled up ([`sweep_batch`]).
+    AtRead,
+    /// On the timer, at a close, or near the prefetch limit: whatever is queued.
+    Now,
+}
+
+/// The most settlements a sweep at a read waits for.
+const SWEEP_BATCH_MAX: usize = 64;
+
 /// How long acks a sweep was promised may wait when no read comes first (tokio's timers tick in
 /// milliseconds).
 const SWEEP_DELAY: Duration = Duration::from_millis(1);
@@ -275,7 +287,7 @@ where
         loop {
             // The timer branch is polled last and could be starved by a busy command queue.
             if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
-                self.sweep_acks();
+                self.sweep_acks(Sweep::Now);
             }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
@@ -327,7 +339,7 @@ where
                         )));
                     }
                     // Before this read's deliveries: the acks the consumers made since the last one.
-                    self.sweep_acks();
+                    self.sweep_acks(Sweep::AtRead);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
@@ -375,7 +387,7 @@ where
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
                     if self.sweep_deadline.is_some_and(|d| d <= now) {
-                        self.sweep_acks();
+                        self.sweep_acks(Sweep::Now);
                     }
                     if self.closing_deadline.is_some_and(|d| d <= now) {
                         return Err(Error::Timeout { what: "connection.close-ok", after: self.close_timeout });
@@ -431,7 +443,7 @@ where
         if self.closing_deadline.is_none() {
             // Acks made before the close go out before it. Those made behind a command still queued
             // (behind the close, then, and dropped with it) are not ready and stay.
-            self.sweep_acks();
+            self.sweep_acks(Sweep::Now);
             self.proto.close(code, text);
             self.closing_deadline = Some(Instant::now() + self.close_timeout);
         }
@@ -624,35 +636,50 @@ where
     /// Keeps the sweeps promised to ack queues: takes and sends what is ready (see [`AckQueue`]) and
     /// retires the promises; later acks of those channels send their own flush command until a
     /// delivery renews the promise.
-    fn sweep_acks(&mut self) {
-        self.sweep_deadline = None;
+    ///
+    /// `Sweep::AtRead` leaves a promise standing while its queue holds fewer than [`sweep_batch`]
+    /// settlements: sent with every read, acks cost a write (and on loopback, the broker's receive
+    /// path) per read; the timer set with the promise still bounds how long they wait.
+    fn sweep_acks(&mut self, when: Sweep) {
+        let deadline = self.sweep_deadline.take();
         let mut channels = std::mem::take(&mut self.sweeps);
-        for &channel in &channels {
-            self.sweep_channel(channel);
+        channels.retain(|&channel| !self.sweep_channel(channel, when));
+        if !channels.is_empty() {
+            self.sweep_deadline = Some(deadline.unwrap_or_else(|| Instant::now() + SWEEP_DELAY));
         }
-        channels.clear();
         self.sweeps = channels;
     }
 
-    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding.
-    fn sweep_channel(&mut self, channel: u16) {
+    /// Keeps the sweep promised to `channel`'s ack queue now, if one is outstanding; `false` if the
+    /// promise stands (see [`Driver::sweep_acks`]).
+    fn sweep_channel(&mut self, channel: u16, when: Sweep) -> bool {
         let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
         let Some(slot) = self.channels.get_mut(channel) else {
-            return;
+            return true;
         };
         if !slot.sweep_promised {
-            return;
+            return true;
+        }
+        let min_batch = match when {
+            Sweep::AtRead if usable => sweep_batch(slot),
+            _ => 0,
+        };
+        let mut settlements = std::mem::take(&mut self.settlements);
+        if !slot
+            .shared
+            .acks
+            .sweep(slot.commands_handled, min_batch, &mut settlements)
+        {
+            self.settlements = settlements;
+            return false;
         }
         slot.sweep_promised = false;
-        let mut settlements = std::mem::take(&mut self.settlements);
-        slot.shared
-            .acks
-            .sweep(slot.commands_handled, &mut settlements);
         if usable {
             self.send_settlements(channel, &mut settlements);
         }
         settlements.clear();
         self.settlements = settlements;
+        true
     }
 
     /// Encodes and empties `settlements` (taken from a live incarnation of `channel`); runs of in-order
@@ -803,7 +830,7 @@ where
                     .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
             } else if !can_wait && slot.sweep_promised {
                 // Too close to the prefetch limit to hold acks back any longer.
-                self.sweep_channel(channel);
+                self.sweep_channel(channel, Sweep::Now);
             }
         }
         fed.clear();
@@ -1133,17 +1160,29 @@ fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
         .acks
         .settled_through()
         .map(|settled| slot.last_delivered.saturating_sub(settled));
-    // The channel's current limit (a later global basic.qos) and the smallest one a consumer started
-    // under both apply.
-    let limit = match (
+    may_hold_acks(unsettled, prefetch_limit(slot))
+}
+
+/// The prefetch limit the broker holds the channel's consumers to (0: none): the channel's current
+/// limit (a later global basic.qos) and the smallest one a consumer started under both apply.
+fn prefetch_limit(slot: &ChannelSlot) -> u16 {
+    match (
         slot.shared.prefetch.load(Ordering::Acquire),
         slot.consumer_prefetch,
     ) {
         (0, c) => c,
         (p, 0) => p,
         (p, c) => p.min(c),
-    };
-    may_hold_acks(unsettled, limit)
+    }
+}
+
+/// How many settlements a sweep at a read waits for before it sends them (the timer or the prefetch
+/// limit sends fewer): an eighth of the prefetch limit, at most [`SWEEP_BATCH_MAX`].
+fn sweep_batch(slot: &ChannelSlot) -> usize {
+    match usize::from(prefetch_limit(slot)) {
+        0 => SWEEP_BATCH_MAX,
+        limit => (limit / 8).min(SWEEP_BATCH_MAX),
+    }
 }
 
 /// How a method sent as it is bears on merging later acks of its channel.
