@@ -21,9 +21,12 @@ use crate::{
 /// An ack for a delivery whose channel has closed is refused with [`Error::StaleDelivery`] and never
 /// reaches the wire (P3): delivery tags are per channel, so on a reopened channel it would ack another
 /// message.
+///
+/// One reference count per delivery (the channel's): the driver clones it on its thread and the consumer
+/// drops it on another, so each count is a cache line moving between cores. The command sender lives in
+/// the channel's shared state for that reason, rather than as a second count here.
 #[derive(Clone)]
 pub(crate) struct DeliveryAcker {
-    commands: mpsc::WeakSender<Command>,
     channel: Arc<ChannelShared>,
     no_ack: bool,
 }
@@ -32,16 +35,8 @@ pub(crate) struct DeliveryAcker {
 const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DeliveryAcker {
-    pub(crate) fn new(
-        commands: mpsc::WeakSender<Command>,
-        channel: Arc<ChannelShared>,
-        no_ack: bool,
-    ) -> Self {
-        DeliveryAcker {
-            commands,
-            channel,
-            no_ack,
-        }
+    pub(crate) fn new(channel: Arc<ChannelShared>, no_ack: bool) -> Self {
+        DeliveryAcker { channel, no_ack }
     }
 
     pub(crate) fn no_ack(&self) -> bool {
@@ -68,7 +63,7 @@ impl DeliveryAcker {
             // A flush already queued, or a sweep the driver promised, takes this one too.
             return Ok(());
         };
-        let Some(tx) = self.commands.upgrade() else {
+        let Some(tx) = self.channel.commands.upgrade() else {
             return Err(Error::StaleDelivery(tag));
         };
         let permit = match tx.try_reserve() {

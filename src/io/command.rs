@@ -186,10 +186,18 @@ pub(crate) struct ChannelShared {
     pub returns: std::sync::Mutex<Option<mpsc::Sender<ReturnedMessage>>>,
     /// Settlements of this incarnation's deliveries on their way to the driver.
     pub acks: AckQueue,
+    /// The driver's command queue, for the ackers of this incarnation's deliveries (weak: they never
+    /// keep the driver alive).
+    pub commands: mpsc::WeakSender<Command>,
 }
 
 impl ChannelShared {
-    pub fn new(id: u16, generation: u64, confirm_window: usize) -> ChannelShared {
+    pub fn new(
+        id: u16,
+        generation: u64,
+        confirm_window: usize,
+        commands: mpsc::WeakSender<Command>,
+    ) -> ChannelShared {
         ChannelShared {
             id,
             generation,
@@ -201,6 +209,7 @@ impl ChannelShared {
             prefetch: AtomicU16::new(0),
             returns: std::sync::Mutex::new(None),
             acks: AckQueue::default(),
+            commands,
         }
     }
 

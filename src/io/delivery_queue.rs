@@ -302,7 +302,7 @@ mod tests {
             ..Default::default()
         };
         let acker =
-            DeliveryAcker::new(tx.downgrade(), Arc::new(ChannelShared::new(1, 1, 1)), false);
+            DeliveryAcker::new(Arc::new(ChannelShared::new(1, 1, 1, tx.downgrade())), false);
         Delivery::new(deliver, Box::default(), Bytes::new(), acker)
     }
 

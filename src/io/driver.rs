@@ -468,7 +468,12 @@ where
                 };
                 let generation = self.next_generation;
                 self.next_generation += 1;
-                let shared = Arc::new(ChannelShared::new(id, generation, self.confirm_window));
+                let shared = Arc::new(ChannelShared::new(
+                    id,
+                    generation,
+                    self.confirm_window,
+                    self.command_tx.clone(),
+                ));
                 debug!(channel = id, "opening channel");
                 self.proto.open_channel(id);
                 // The open-ok is routed like any RPC reply; the waiter converts it.
@@ -1030,7 +1035,7 @@ where
                     deliver,
                     header.properties,
                     body,
-                    DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), sink.no_ack),
+                    DeliveryAcker::new(slot.shared.clone(), sink.no_ack),
                 );
                 let queue = sink.tx.handle();
                 let acked_by_client = !sink.no_ack;
@@ -1088,7 +1093,7 @@ where
                     ok,
                     header.properties,
                     body,
-                    DeliveryAcker::new(self.command_tx.clone(), slot.shared.clone(), false),
+                    DeliveryAcker::new(slot.shared.clone(), false),
                 );
                 let _ = head.reply.send(Ok(RpcReply::Get(Some(message))));
                 self.send_next_rpc(channel);
