@@ -830,7 +830,10 @@ where
             if can_wait && !slot.sweep_promised {
                 slot.sweep_promised = true;
                 slot.shared.acks.promise_sweep(slot.commands_handled);
-                self.sweeps.push(channel);
+                // Still listed if a sweep near the prefetch limit retired its last promise.
+                if !self.sweeps.contains(&channel) {
+                    self.sweeps.push(channel);
+                }
                 self.sweep_deadline
                     .get_or_insert_with(|| Instant::now() + SWEEP_DELAY);
             } else if !can_wait && slot.sweep_promised {
