@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use coney::{
     codec::{FieldTable, ShortStr},
+    frame::Frame,
     options::{BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions},
     spec::{basic, Method},
     BasicProperties, Channel, Connection, Consumer, Delivery,
@@ -259,6 +260,61 @@ async fn acks_held_for_the_next_read_go_out_when_nothing_more_arrives() {
     tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
         .await
         .expect("scenario finished in time");
+}
+
+/// Acks the driver holds for a batch still go out while deliveries keep coming a few at a time: each read
+/// finds too few acks to send (see `Sweep::AtRead` in the driver) and keeps the promise, and the timer
+/// set with the promise must send them anyway. The broker streams deliveries as fast as the client takes
+/// them (many reads a millisecond) until it sees the one ack the client makes.
+#[tokio::test]
+async fn held_acks_go_out_while_deliveries_keep_coming() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (acked_tx, mut acked_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, ch, tag) = serve_consumer(broker, 1).await;
+        let mut next_tag = 2;
+        loop {
+            peer.send_content(ch, deliver(&tag, next_tag), b"m").await;
+            next_tag += 1;
+            // One look for a frame (a zero timeout still polls once), then let the client run.
+            match tokio::time::timeout(Duration::ZERO, peer.next_frame()).await {
+                Err(_) => tokio::task::yield_now().await,
+                Ok(Ok(Some(Frame::Heartbeat))) => {}
+                Ok(Ok(Some(Frame::Method { channel, method }))) => {
+                    assert_eq!(channel, ch);
+                    match method {
+                        Method::BasicAck(a) => {
+                            assert_eq!(a.delivery_tag, 1, "the one ack made");
+                            break;
+                        }
+                        other => panic!("unexpected {other:?} before the ack"),
+                    }
+                }
+                Ok(other) => panic!("broker read failed before the ack: {other:?}"),
+            }
+        }
+        acked_tx.send(()).expect("client waiting");
+        peer.methods_until_close(ch).await
+    };
+    let client = async move {
+        let (conn, _ch, mut consumer) = consume_from(config).await;
+        let first = consumer.next().await.expect("open").expect("delivery");
+        first.ack().await.expect("ack");
+        // Keep taking (and not acking) deliveries, so the driver keeps reading, until the broker has
+        // the ack.
+        loop {
+            tokio::select! {
+                _ = &mut acked_rx => break,
+                d = consumer.next() => drop(d.expect("open").expect("delivery")),
+            }
+        }
+        drop(consumer);
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("the ack went out while deliveries kept coming");
 }
 
 /// Acks made before `Connection::close` reach the broker before connection.close, even with the
