@@ -54,8 +54,9 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 /// piled up meanwhile in one go and encodes it into one write.
 ///
 /// While deliveries stream in, even that command is saved: the driver *promises* the queue a sweep when it
-/// hands a consumer deliveries ([`AckQueue::promise_sweep`]) and keeps the promise on its next read or
-/// after a short timer ([`AckQueue::sweep`]), and pushes made meanwhile need no command at all. That
+/// hands a consumer deliveries ([`AckQueue::promise_sweep`]) and keeps the promise at one of its next
+/// reads, once a batch has piled up, or after a short timer ([`AckQueue::sweep`]), and pushes made
+/// meanwhile need no command at all. That
 /// saves a wake of the driver (a context switch on each side) per batch; [`may_hold_acks`] says when
 /// the broker's prefetch credit allows it.
 ///
@@ -76,10 +77,11 @@ pub(crate) const ACK_QUEUE_MAX: usize = 4096;
 ///   follow has been handled, so the settlements go out in the same place a flush command queued right
 ///   behind those commands would put them. (Handled is not always written: a synchronous method waits
 ///   for the replies to the channel's earlier ones, and acks and publishes do not wait for it, as the
-///   `Channel` docs say. Awaiting the method before acking orders the two.) A flush command or sweep that comes too early takes
-///   nothing, and need not: a settlement pushed behind a command the driver has not handled yet has a
-///   flush command of its own behind that command (a promise made before the command does not cover it,
-///   and a flush queued before it cannot be ridden).
+///   `Channel` docs say. Awaiting the method before acking orders the two.)
+/// - A flush command or sweep that comes too early takes nothing, and need not: a settlement pushed
+///   behind a command the driver has not handled yet has a flush command of its own behind that command
+///   (a promise made before the command does not cover it, and a flush queued before it cannot be
+///   ridden).
 ///
 /// Bounded: at most [`ACK_QUEUE_MAX`] settlements are queued without a command of their own; above that,
 /// each push needs room in the (bounded) command queue, so a driver that takes no commands stops the
