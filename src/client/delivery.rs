@@ -51,7 +51,7 @@ impl DeliveryAcker {
         self.channel.generation
     }
 
-    /// Queues the settlement in the channel's [`AckQueue`]; only the first of a batch costs a command.
+    /// Queues the settlement in the channel's [`AckQueue`](crate::io::ack_queue::AckQueue); only the first of a batch costs a command.
     ///
     /// `Ok` means it is queued with a flush or a promised sweep on its way to the driver; an error means it was not queued
     /// (so retrying cannot ack twice). Cancelling the call while it waits for room changes nothing.
