@@ -419,7 +419,7 @@ mod tests {
         Close,
     }
 
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, PartialEq, Clone, Copy)]
     enum Wire {
         Settle(u64),
         Command(u64),
@@ -444,31 +444,9 @@ mod tests {
             let mut settlements = Vec::new();
             let drive = |fifo: &mut VecDeque<Queued>, wire: &mut Vec<Wire>, handled: &mut u64,
                          promised: &mut bool, closed: &mut bool, settlements: &mut Vec<Settlement>| {
-                let Some(queued) = fifo.pop_front() else { return };
-                if *closed {
-                    return; // Everything behind the close is dropped.
+                if let Some(queued) = fifo.pop_front() {
+                    drive_one(&q, queued, closed, promised, handled, settlements, wire);
                 }
-                match queued {
-                    Queued::Flush => {
-                        q.take_for_flush(*handled, settlements);
-                    }
-                    Queued::Settle(taken) => {
-                        *handled += 1;
-                        settlements.extend(taken);
-                    }
-                    Queued::Command(id) => {
-                        *handled += 1;
-                        wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
-                        wire.push(Wire::Command(id));
-                    }
-                    Queued::Close => {
-                        if std::mem::take(promised) {
-                            q.sweep(*handled, 0, settlements);
-                        }
-                        *closed = true;
-                    }
-                }
-                wire.extend(settlements.drain(..).map(|s| Wire::Settle(s.tag)));
             };
             for step in steps {
                 match step {
@@ -576,49 +554,39 @@ mod tests {
         AckWaiting(u64),
         CmdWaiting(u64),
     }
-    enum Q {
-        Flush,
-        Settle(Vec<Settlement>),
-        Cmd(u64),
-        Close,
-    }
-    #[derive(Debug, PartialEq, Clone, Copy)]
-    enum W {
-        S(u64),
-        C(u64),
-    }
-
-    fn drive1(
+    /// The driver handling one queued item, as `Driver::handle_command` does: everything behind a close
+    /// is dropped.
+    fn drive_one(
         q: &AckQueue,
-        x: Q,
+        x: Queued,
         closed: &mut bool,
         promised: &mut bool,
         handled: &mut u64,
         out: &mut Vec<Settlement>,
-        wire: &mut Vec<W>,
+        wire: &mut Vec<Wire>,
     ) {
         if *closed {
             return;
         }
         match x {
-            Q::Flush => q.take_for_flush(*handled, out),
-            Q::Settle(t) => {
+            Queued::Flush => q.take_for_flush(*handled, out),
+            Queued::Settle(t) => {
                 *handled += 1;
                 out.extend(t);
             }
-            Q::Cmd(id) => {
+            Queued::Command(id) => {
                 *handled += 1;
-                wire.extend(out.drain(..).map(|s| W::S(s.tag)));
-                wire.push(W::C(id));
+                wire.extend(out.drain(..).map(|s| Wire::Settle(s.tag)));
+                wire.push(Wire::Command(id));
             }
-            Q::Close => {
+            Queued::Close => {
                 if std::mem::take(promised) {
                     q.sweep(*handled, 0, out);
                 }
                 *closed = true;
             }
         }
-        wire.extend(out.drain(..).map(|s| W::S(s.tag)));
+        wire.extend(out.drain(..).map(|s| Wire::Settle(s.tag)));
     }
 
     proptest! {
@@ -630,7 +598,7 @@ mod tests {
         #[test]
         fn tasks_waiting_for_room_keep_order_and_strand_nothing(steps in proptest::collection::vec(split_step(), 1..120), kinds in proptest::collection::vec(0u8..4, 120)) {
             let q = AckQueue::default();
-            let mut fifo: VecDeque<Q> = VecDeque::new();
+            let mut fifo: VecDeque<Queued> = VecDeque::new();
             let mut wire = Vec::new();
             let (mut handled, mut promised, mut closing, mut closed) = (0u64, false, false, false);
             let mut st = [TaskState::Idle; 3];
@@ -651,47 +619,47 @@ mod tests {
                                 if q.try_push(ack(tag)).is_err() { st[a] = TaskState::AckWaiting(tag); }
                             } else if k == 2 && !closing {
                                 let id = next_cmd; next_cmd += 1;
-                                if q.send_if_empty(|| fifo.push_back(Q::Cmd(id))) {
+                                if q.send_if_empty(|| fifo.push_back(Queued::Command(id))) {
                                     cmds_by[a].push(id); cmd_order.push(id);
                                 } else { st[a] = TaskState::CmdWaiting(id); }
                             }
                         }
                         TaskState::AckWaiting(tag) => {
                             made[tag as usize].3 = closing;
-                            q.push_with_flush(ack(tag), || fifo.push_back(Q::Flush));
+                            q.push_with_flush(ack(tag), || fifo.push_back(Queued::Flush));
                             st[a] = TaskState::Idle;
                         }
                         TaskState::CmdWaiting(id) => {
                             if !closing {
                                 q.take_and_send(|taken| {
-                                    if !taken.is_empty() { fifo.push_back(Q::Settle(taken)); }
-                                    fifo.push_back(Q::Cmd(id));
+                                    if !taken.is_empty() { fifo.push_back(Queued::Settle(taken)); }
+                                    fifo.push_back(Queued::Command(id));
                                 });
                                 cmds_by[a].push(id); cmd_order.push(id);
                             }
                             st[a] = TaskState::Idle;
                         }
                     },
-                    SplitStep::Handle => if let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) },
+                    SplitStep::Handle => if let Some(x) = fifo.pop_front() { drive_one(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) },
                     SplitStep::Promise => if !closed && !promised { promised = true; q.promise_sweep(handled); },
-                    SplitStep::Sweep => if std::mem::take(&mut promised) && !closed { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); },
-                    SplitStep::Close => if !closing { closing = true; fifo.push_back(Q::Close); },
+                    SplitStep::Sweep => if std::mem::take(&mut promised) && !closed { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| Wire::Settle(s.tag))); },
+                    SplitStep::Close => if !closing { closing = true; fifo.push_back(Queued::Close); },
                 }
             }
-            for state in st { if let TaskState::AckWaiting(tag) = state { made[tag as usize].3 = closing; q.push_with_flush(ack(tag), || fifo.push_back(Q::Flush)); } }
-            while let Some(x) = fifo.pop_front() { drive1(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) }
+            for state in st { if let TaskState::AckWaiting(tag) = state { made[tag as usize].3 = closing; q.push_with_flush(ack(tag), || fifo.push_back(Queued::Flush)); } }
+            while let Some(x) = fifo.pop_front() { drive_one(&q, x, &mut closed, &mut promised, &mut handled, &mut out, &mut wire) }
             if !closed {
-                if std::mem::take(&mut promised) { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| W::S(s.tag))); }
+                if std::mem::take(&mut promised) { q.sweep(handled, 0, &mut out); wire.extend(out.drain(..).map(|s| Wire::Settle(s.tag))); }
                 prop_assert_eq!(q.lock().pending.len(), 0, "stranded");
             }
-            let pos = |w: W| wire.iter().position(|x| *x == w);
+            let pos = |w: Wire| wire.iter().position(|x| *x == w);
             for (tag, (a, before_mine, global_before, after_close)) in made.iter().enumerate() {
-                let Some(at) = pos(W::S(tag as u64)) else { prop_assert!(*after_close, "lost {}", tag); continue; };
+                let Some(at) = pos(Wire::Settle(tag as u64)) else { prop_assert!(*after_close, "lost {}", tag); continue; };
                 for &c in &cmd_order[..*global_before] {
-                    let p = pos(W::C(c));
+                    let p = pos(Wire::Command(c));
                     prop_assert!(p.is_some_and(|p| p < at), "ack {} overtook cmd {}", tag, c);
                 }
-                for &c in &cmds_by[*a] { if !before_mine.contains(&c) { if let Some(p) = pos(W::C(c)) { prop_assert!(at < p, "ack {} behind own later cmd {}", tag, c); } } }
+                for &c in &cmds_by[*a] { if !before_mine.contains(&c) { if let Some(p) = pos(Wire::Command(c)) { prop_assert!(at < p, "ack {} behind own later cmd {}", tag, c); } } }
             }
         }
     }
