@@ -51,10 +51,12 @@ impl DeliveryAcker {
         self.channel.generation
     }
 
-    /// Queues the settlement in the channel's [`AckQueue`](crate::io::ack_queue::AckQueue); only the first of a batch costs a command.
+    /// Queues the settlement in the channel's [`AckQueue`](crate::io::ack_queue::AckQueue); only the
+    /// first of a batch costs a command, and none while a sweep the driver promised covers it.
     ///
-    /// `Ok` means it is queued with a flush or a promised sweep on its way to the driver; an error means it was not queued
-    /// (so retrying cannot ack twice). Cancelling the call while it waits for room changes nothing.
+    /// `Ok` means it is queued with a flush or a promised sweep on its way to the driver; an error means
+    /// it was not queued (so retrying cannot ack twice). Cancelling the call while it waits for room
+    /// changes nothing.
     async fn settle(&self, tag: u64, settle: Settle) -> Result<(), Error> {
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));

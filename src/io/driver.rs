@@ -91,14 +91,16 @@ struct ChannelSlot {
     acks: AckCoalescer,
     /// The tag of the last delivery handed to a consumer that acks.
     last_delivered: u64,
-    /// The driver promised this incarnation's ack queue a sweep ([`AckQueue::promise_sweep`](crate::io::ack_queue::AckQueue::promise_sweep)).
+    /// The driver promised this incarnation's ack queue a sweep
+    /// ([`AckQueue::promise_sweep`](crate::io::ack_queue::AckQueue::promise_sweep)).
     sweep_promised: bool,
     /// The smallest prefetch limit any consumer of this incarnation started under (0: none).
     consumer_prefetch: u16,
     /// Listed in `Driver::fed` since the last dispatched read.
     fed: bool,
-    /// How many of this incarnation's channel commands the driver has handled: its [`AckQueue`](crate::io::ack_queue::AckQueue) is
-    /// taken only when this has caught up with the commands queued (see there).
+    /// How many of this incarnation's channel commands the driver has handled: its
+    /// [`AckQueue`](crate::io::ack_queue::AckQueue) is taken only when this has caught up with the
+    /// commands queued (see there).
     commands_handled: u64,
 }
 
@@ -638,9 +640,9 @@ where
         }
     }
 
-    /// Keeps the sweeps promised to ack queues: takes and sends what is ready (see [`AckQueue`](crate::io::ack_queue::AckQueue)) and
-    /// retires the promises; later acks of those channels send their own flush command until a
-    /// delivery renews the promise.
+    /// Keeps the sweeps promised to ack queues: takes and sends what is ready (see
+    /// [`AckQueue`](crate::io::ack_queue::AckQueue)) and retires the promises; later acks of those
+    /// channels send their own flush command until a delivery renews the promise.
     ///
     /// `Sweep::AtRead` leaves a promise standing while its queue holds fewer than [`sweep_batch`]
     /// settlements: sent with every read, acks cost a write (and on loopback, the broker's receive
@@ -727,7 +729,8 @@ where
         }
     }
 
-    /// Counts a channel command in its slot, as its [`AckQueue`](crate::io::ack_queue::AckQueue) counted it when it was queued.
+    /// Counts a channel command in its slot, as its [`AckQueue`](crate::io::ack_queue::AckQueue)
+    /// counted it when it was queued.
     fn count_handled(&mut self, cmd: &Command) {
         if let Some((channel, generation)) = cmd.channel_command() {
             if let Some(slot) = self.channels.get_mut(channel) {
