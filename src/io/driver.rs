@@ -1113,23 +1113,27 @@ where
         Ok(())
     }
 
-    /// A delivery whose consumer was dropped: give it back to the queue unless it was auto-acked.
+    /// A delivery whose consumer was dropped: give it back to the queue unless it was auto-acked. Only on
+    /// the incarnation it came on: its tag means nothing on a later one, and closing the earlier one
+    /// requeued the message already.
     fn consumer_gone(&mut self, delivery: Delivery) {
-        if !delivery.acker().no_ack() {
-            let channel = delivery.acker().channel_id();
-            if self.proto.channel_is_usable(channel) {
-                let reject = basic::Reject {
-                    delivery_tag: delivery.delivery_tag(),
-                    requeue: true,
-                };
-                if let Some(slot) = self.channels.get_mut(channel) {
-                    if slot.shared.generation == delivery.acker().generation() {
-                        slot.acks.observe(reject.delivery_tag, false);
-                    }
-                }
-                self.proto.send_method(channel, &reject.into());
-            }
+        let acker = delivery.acker();
+        let channel = acker.channel_id();
+        if acker.no_ack() || !self.proto.channel_is_usable(channel) {
+            return;
         }
+        let Some(slot) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if slot.shared.generation != acker.generation() {
+            return;
+        }
+        let reject = basic::Reject {
+            delivery_tag: delivery.delivery_tag(),
+            requeue: true,
+        };
+        slot.acks.observe(reject.delivery_tag, false);
+        self.proto.send_method(channel, &reject.into());
     }
 
     async fn fail_all(&mut self, error: Error) {
