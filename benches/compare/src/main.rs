@@ -36,6 +36,8 @@ enum Lib {
     Coney,
     Lapin,
     Amqprs,
+    /// The broker's floor on real-broker scenarios: blocking sockets, no runtime (`clients/floor.rs`).
+    Floor,
     /// The raw socket baseline (no library).
     Raw,
 }
@@ -46,6 +48,7 @@ impl Lib {
             Lib::Coney => "coney",
             Lib::Lapin => "lapin",
             Lib::Amqprs => "amqprs",
+            Lib::Floor => "floor",
             Lib::Raw => "raw",
         }
     }
@@ -158,7 +161,7 @@ fn parse_args() -> Result<Opts, String> {
         secs: 2.0,
         runs: 3,
         only: Vec::new(),
-        libs: vec![Lib::Coney, Lib::Lapin, Lib::Amqprs],
+        libs: vec![Lib::Coney, Lib::Lapin, Lib::Amqprs, Lib::Floor],
         broker: Endpoint {
             host: "127.0.0.1".into(),
             port: 5672,
@@ -187,6 +190,7 @@ fn parse_args() -> Result<Opts, String> {
                         "coney" => Ok(Lib::Coney),
                         "lapin" => Ok(Lib::Lapin),
                         "amqprs" => Ok(Lib::Amqprs),
+                        "floor" => Ok(Lib::Floor),
                         other => Err(format!("unknown library {other}")),
                     })
                     .collect::<Result<_, _>>()?
@@ -213,7 +217,7 @@ fn parse_args() -> Result<Opts, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: coney-compare [--quick] [--secs S] [--runs N] [--only KIND,..] \
-                     [--libs coney,lapin,amqprs] [--sizes 16,1k,64k,1m] [--broker HOST:PORT] [--no-real] [--no-fake] \
+                     [--libs coney,lapin,amqprs,floor] [--sizes 16,1k,64k,1m] [--broker HOST:PORT] [--no-real] [--no-fake] \
                      [--current-thread]\n\
                      kinds: publish publish-confirm consume round-trip fake-deliver fake-publish \
                      fake-publish-confirm raw-read raw-write"
@@ -347,7 +351,7 @@ async fn run(opts: Opts) {
         let libs: Vec<Lib> = if case.kind.is_raw() {
             vec![Lib::Raw]
         } else {
-            opts.libs.clone()
+            section_libs(&opts.libs, case.kind)
         };
         let mut per_lib: LibSamples = libs.iter().map(|&l| (l, Vec::new())).collect();
         for run in 0..opts.runs {
@@ -431,6 +435,9 @@ async fn run_case(
                 Lib::Amqprs => {
                     clients::amqprs::publish(ep, &queue, case.size, window, secs, &mut meter).await
                 }
+                Lib::Floor => {
+                    clients::floor::publish(ep, &queue, case.size, window, secs, &mut meter).await
+                }
                 Lib::Raw => unreachable!(),
             };
             delete(admin, &queue).await;
@@ -459,6 +466,7 @@ async fn run_case(
                     clients::amqprs::consume(ep, &queue, count, limit, false, 1000, &mut meter)
                         .await
                 }
+                Lib::Floor => clients::floor::consume(ep, &queue, count, limit, &mut meter).await,
                 Lib::Raw => unreachable!(),
             };
             delete(admin, &queue).await;
@@ -487,6 +495,10 @@ async fn run_case(
                         ep, &requests, &replies, size, secs, max, &mut meter,
                     )
                     .await
+                }
+                Lib::Floor => {
+                    clients::floor::round_trip(ep, &requests, &replies, size, secs, max, &mut meter)
+                        .await
                 }
                 Lib::Raw => unreachable!(),
             };
@@ -521,7 +533,7 @@ async fn run_case(
                 Lib::Amqprs => {
                     clients::amqprs::consume(&ep, q, all, secs, no_ack, 1000, &mut meter).await
                 }
-                Lib::Raw => unreachable!(),
+                Lib::Floor | Lib::Raw => unreachable!(),
             };
             sample(n?, &meter)
         }
@@ -545,7 +557,7 @@ async fn run_case(
                     clients::amqprs::publish(&ep, "bench", case.size, window, secs, &mut meter)
                         .await
                 }
-                Lib::Raw => unreachable!(),
+                Lib::Floor | Lib::Raw => unreachable!(),
             };
             sample(n?, &meter)
         }
@@ -823,10 +835,9 @@ fn report(
     );
     let _ = writeln!(out);
 
-    let libs: Vec<Lib> = opts.libs.clone();
-    let header = |out: &mut String| {
+    let header = |out: &mut String, libs: &[Lib]| {
         let _ = write!(out, "| scenario | size |");
-        for l in &libs {
+        for l in libs {
             let _ = write!(out, " {} |", l.name());
         }
         for l in libs.iter().filter(|l| **l != Lib::Coney) {
@@ -852,7 +863,8 @@ fn report(
             continue;
         }
         let _ = writeln!(out, "### {section}\n");
-        header(&mut out);
+        let libs = section_libs(&opts.libs, rows[0].0.kind);
+        header(&mut out, &libs);
         for (case, per_lib) in rows {
             let summaries: Vec<(Lib, Result<Summary, String>)> =
                 per_lib.iter().map(|(l, s)| (*l, summarize(s))).collect();
@@ -932,6 +944,14 @@ fn report(
         let _ = writeln!(out);
     }
     out
+}
+
+/// The libraries a case runs with: the floor client speaks only to the real broker.
+fn section_libs(libs: &[Lib], kind: Kind) -> Vec<Lib> {
+    libs.iter()
+        .copied()
+        .filter(|l| *l != Lib::Floor || !kind.is_fake())
+        .collect()
 }
 
 fn today() -> String {

@@ -7,6 +7,7 @@
 
 pub mod amqprs;
 pub mod coney;
+pub mod floor;
 pub mod lapin;
 
 /// Publishes between two deadline checks.
