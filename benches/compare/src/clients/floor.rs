@@ -435,17 +435,7 @@ fn consume_blocking(
     wire.expect(1, |m| matches!(m, Method::BasicQosOk(_)))?;
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     meter.start();
-    let consume = basic::Consume {
-        queue: short(queue)?,
-        consumer_tag: ShortStr::from_static(""),
-        no_local: false,
-        no_ack: false,
-        exclusive: false,
-        no_wait: false,
-        arguments: FieldTable::new(),
-    };
-    wire.send(1, consume.into())?;
-    wire.expect(1, |m| matches!(m, Method::BasicConsumeOk(_)))?;
+    consume_on(&mut wire, queue, false)?;
     let mut n = 0u64;
     while n < expected && Instant::now() < deadline {
         let (deliver, _header, body) = wire.delivery()?;
@@ -478,12 +468,13 @@ pub async fn round_trip(
     .await
 }
 
-fn consume_no_ack(wire: &mut Wire, queue: &str) -> Result<()> {
+/// Starts a consumer on channel 1 and waits for `consume-ok`.
+fn consume_on(wire: &mut Wire, queue: &str, no_ack: bool) -> Result<()> {
     let consume = basic::Consume {
         queue: short(queue)?,
         consumer_tag: ShortStr::from_static(""),
         no_local: false,
-        no_ack: true,
+        no_ack,
         exclusive: false,
         no_wait: false,
         arguments: FieldTable::new(),
@@ -503,7 +494,7 @@ fn round_trip_blocking(
     meter: &mut Meter,
 ) -> Result<Vec<Duration>> {
     let mut server = Wire::connect(ep)?;
-    consume_no_ack(&mut server, requests)?;
+    consume_on(&mut server, requests, true)?;
     let stop = Arc::new(AtomicBool::new(false));
     let responder = {
         let stop = stop.clone();
@@ -529,7 +520,7 @@ fn round_trip_blocking(
         })
     };
     let mut client = Wire::connect(ep)?;
-    consume_no_ack(&mut client, replies)?;
+    consume_on(&mut client, replies, true)?;
     let body = vec![0u8; size];
     let reply_to = short(replies)?;
     let request_key = short(requests)?;
