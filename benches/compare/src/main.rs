@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/compare/Cargo.toml -- [--quick] [--secs 2] [--runs 3]
-//!     [--only fake-deliver] [--libs coney,amqprs] [--broker 127.0.0.1:5672] [--no-real] [--no-fake]
+//!     [--only fake-deliver] [--libs coney,amqprs,floor] [--broker 127.0.0.1:5672] [--no-real] [--no-fake]
 //! ```
 //!
 //! Against the real broker (guest/guest): publish without confirms, publish with confirms (window 1000),
 //! consume a pre-filled queue (prefetch 1000, one ack per message), request/reply round trips. Against the
-//! fake broker in `fake_broker.rs`: deliveries parsed, publishes sunk (with and without confirms). And the
-//! raw loopback socket as the ceiling. Each scenario runs `--runs` times per library, libraries interleaved;
-//! the table shows medians. Progress goes to stderr, the table (markdown) to stdout.
+//! fake broker in `fake_broker.rs`: deliveries parsed, publishes sunk (with and without confirms). And two
+//! yardsticks: the `floor` client (`clients/floor.rs`, blocking sockets, real-broker scenarios only) for
+//! what the broker itself allows, and the raw loopback socket as the ceiling of the fake-broker streams.
+//! Each scenario runs `--runs` times per library, libraries interleaved; the table shows medians. Progress
+//! goes to stderr, the table (markdown) to stdout.
 
 mod clients;
 mod cpu;
