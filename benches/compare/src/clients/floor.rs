@@ -244,13 +244,7 @@ impl Wire {
     }
 
     fn close(mut self) {
-        let close = connection::Close {
-            reply_code: coney::ReplyCode::REPLY_SUCCESS,
-            reply_text: ShortStr::from_static("bye"),
-            class_id: 0,
-            method_id: 0,
-        };
-        if self.send(0, close.into()).is_ok() {
+        if self.send(0, close_method()).is_ok() {
             self.sock
                 .set_read_timeout(Some(Duration::from_secs(2)))
                 .ok();
@@ -273,6 +267,17 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| format!("floor: {e}"))?;
     *meter = moved;
     result
+}
+
+/// A normal `connection.close`.
+fn close_method() -> Method {
+    connection::Close {
+        reply_code: coney::ReplyCode::REPLY_SUCCESS,
+        reply_text: ShortStr::from_static("bye"),
+        class_id: 0,
+        method_id: 0,
+    }
+    .into()
 }
 
 fn short(s: &str) -> Result<ShortStr> {
@@ -367,31 +372,35 @@ fn publish_blocking(
             })
         };
         let window = window as u64;
-        while Instant::now() < deadline && !failed.load(Ordering::Acquire) {
-            let room = (confirmed.load(Ordering::Acquire) + window).saturating_sub(sent);
-            let n = room.min(batch_n as u64);
-            if n == 0 {
-                thread::park_timeout(Duration::from_millis(1));
-                continue;
+        let written = (|| -> Result<()> {
+            while Instant::now() < deadline && !failed.load(Ordering::Acquire) {
+                let room = (confirmed.load(Ordering::Acquire) + window).saturating_sub(sent);
+                let n = room.min(batch_n as u64);
+                if n == 0 {
+                    thread::park_timeout(Duration::from_millis(1));
+                    continue;
+                }
+                // The batch is `batch_n` identical publishes: `n` of them are its first `n * per`
+                // bytes.
+                writer.write_all(&batch[..n as usize * per]).map_err(io)?;
+                sent += n;
             }
-            // The batch is `batch_n` identical publishes: `n` of them are its first `n * per` bytes.
-            writer.write_all(&batch[..n as usize * per]).map_err(io)?;
-            sent += n;
+            Ok(())
+        })();
+        if written.is_ok() {
+            while confirmed.load(Ordering::Acquire) < sent && !failed.load(Ordering::Acquire) {
+                thread::park_timeout(Duration::from_millis(1));
+            }
+            meter.stop();
+            let mut out = BytesMut::new();
+            frame::encode_method(&mut out, 0, &close_method());
+            let _ = writer.write_all(&out);
+        } else {
+            // A failed write leaves the reader blocked on a socket nobody closes: end it now.
+            let _ = writer.shutdown(std::net::Shutdown::Both);
         }
-        while confirmed.load(Ordering::Acquire) < sent && !failed.load(Ordering::Acquire) {
-            thread::park_timeout(Duration::from_millis(1));
-        }
-        meter.stop();
-        let close = connection::Close {
-            reply_code: coney::ReplyCode::REPLY_SUCCESS,
-            reply_text: ShortStr::from_static("bye"),
-            class_id: 0,
-            method_id: 0,
-        };
-        let mut out = BytesMut::new();
-        frame::encode_method(&mut out, 0, &close.into());
-        let _ = writer.write_all(&out);
         let _ = reader.join();
+        written?;
         if confirmed.load(Ordering::Acquire) < sent {
             return Err("floor: the confirm reader failed".into());
         }
@@ -402,8 +411,8 @@ fn publish_blocking(
     Ok(sent)
 }
 
-/// Drains `expected` messages (or for `secs`) with prefetch 1000, one `basic.ack` with `multiple` per
-/// socket read (the least acking a client can do that still settles every delivery).
+/// Drains `expected` messages (or for `secs`) with prefetch 1000, settling everything handled with one
+/// `basic.ack` (`multiple`) before each blocking socket read and once at the end.
 pub async fn consume(
     ep: &Endpoint,
     queue: &str,
