@@ -155,6 +155,9 @@ struct Opts {
     sizes: Option<Vec<usize>>,
     /// Run the clients on a current-thread runtime instead of two worker threads.
     current_thread: bool,
+    /// Run the clients in a task spawned on the runtime (on a worker thread, as a server's consumers
+    /// and publishers usually run) instead of in `block_on` on the main thread.
+    in_task: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -172,6 +175,7 @@ fn parse_args() -> Result<Opts, String> {
         fake: true,
         sizes: None,
         current_thread: false,
+        in_task: false,
     };
     let mut secs_given = false;
     let mut args = std::env::args().skip(1);
@@ -216,11 +220,12 @@ fn parse_args() -> Result<Opts, String> {
             "--no-real" => o.real = false,
             "--no-fake" => o.fake = false,
             "--current-thread" => o.current_thread = true,
+            "--in-task" => o.in_task = true,
             "-h" | "--help" => {
                 println!(
                     "usage: coney-compare [--quick] [--secs S] [--runs N] [--only KIND,..] \
                      [--libs coney,lapin,amqprs,floor] [--sizes 16,1k,64k,1m] [--broker HOST:PORT] [--no-real] [--no-fake] \
-                     [--current-thread]\n\
+                     [--current-thread] [--in-task]\n\
                      kinds: publish publish-confirm consume round-trip fake-deliver fake-publish \
                      fake-publish-confirm raw-read raw-write"
                 );
@@ -312,7 +317,13 @@ fn main() {
             .build()
     }
     .expect("runtime");
-    runtime.block_on(run(opts));
+    if opts.in_task {
+        runtime
+            .block_on(async { tokio::spawn(run(opts)).await })
+            .expect("harness task");
+    } else {
+        runtime.block_on(run(opts));
+    }
 }
 
 async fn run(opts: Opts) {
@@ -806,14 +817,15 @@ fn report(
     let _ = writeln!(
         out,
         "- {} run(s) of about {} s per library and scenario, libraries interleaved; medians; took {:.0} s; \
-         clients on a {} tokio runtime",
+         clients on a tokio {}",
         opts.runs,
         opts.secs,
         took.as_secs_f64(),
-        if opts.current_thread {
-            "current-thread"
-        } else {
-            "2-worker multi-thread"
+        match (opts.current_thread, opts.in_task) {
+            (true, false) => "current-thread runtime, in `block_on`",
+            (true, true) => "current-thread runtime, in a spawned task",
+            (false, false) => "2-worker multi-thread runtime, in `block_on` on the main thread",
+            (false, true) => "2-worker multi-thread runtime, in a task spawned on a worker",
         }
     );
     let _ = writeln!(

@@ -40,6 +40,7 @@ impl Meter {
     }
 
     pub fn start(&mut self) {
+        mark("start");
         self.started = Some((Instant::now(), cpu::process(), self.server_cpu()));
     }
 
@@ -49,10 +50,27 @@ impl Meter {
         let process = cpu::process().saturating_sub(p0);
         let server = self.server_cpu().saturating_sub(s0);
         self.result = Some((wall, process.saturating_sub(server)));
+        mark("stop");
     }
 
     /// Wall time and client CPU time, once stopped.
     pub fn result(&self) -> Option<(Duration, Duration)> {
         self.result
     }
+}
+
+/// With `CONEY_COMPARE_MARKS` set, prints the monotonic clock at the meter's start and stop to stderr,
+/// so a profile recorded with `perf record -k CLOCK_MONOTONIC` can be cut to the measured part
+/// (`perf report --time START,STOP`).
+fn mark(what: &str) {
+    if std::env::var_os("CONEY_COMPARE_MARKS").is_none() {
+        return;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    eprintln!("mark {what} {}.{:09}", ts.tv_sec, ts.tv_nsec);
 }
