@@ -13,7 +13,7 @@ use bytes::BytesMut;
 
 use crate::{
     codec::{decode, encode, FieldTable, LongStr},
-    frame::{ContentHeader, Frame, FrameDecoder, FrameError, FRAME_OVERHEAD},
+    frame::{ContentHeader, Frame, FrameDecoder, FrameError, PropertyList, FRAME_OVERHEAD},
     proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences},
     spec::{self, Method},
 };
@@ -118,6 +118,16 @@ pub fn check_content_header(data: &[u8]) {
     let Ok(header) = ContentHeader::decode(data) else {
         return;
     };
+    // Checked on decode, so the properties build; built ones re-encode to a list that builds them again
+    // (not always to the same bytes: a reserved property is read and dropped).
+    let built = header
+        .properties
+        .decode()
+        .unwrap_or_else(|e| panic!("checked properties {header:?} do not build: {e}"));
+    let rebuilt = PropertyList::encode(&built)
+        .decode()
+        .unwrap_or_else(|e| panic!("re-encoded {built:?} does not build: {e}"));
+    assert_eq!(built, rebuilt, "properties changed by a round trip");
     let mut encoded = BytesMut::new();
     header.encode(&mut encoded);
     let again = ContentHeader::decode(&encoded)

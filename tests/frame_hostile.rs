@@ -473,11 +473,7 @@ fn valid_frames() -> Vec<(&'static str, Vec<u8>)> {
     encode_content_header(
         &mut header,
         1,
-        &ContentHeader {
-            class_id: basic::CLASS_ID,
-            body_size: 100,
-            properties: Box::new(properties),
-        },
+        &ContentHeader::new(basic::CLASS_ID, 100, &properties),
     );
 
     let mut body = BytesMut::new();

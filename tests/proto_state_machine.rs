@@ -13,7 +13,7 @@ use coney::{
     codec::{FieldTable, FieldValue, LongStr, ShortStr},
     frame::{
         encode_body, encode_content_header, encode_heartbeat, encode_method, ContentHeader, Frame,
-        FrameDecoder,
+        FrameDecoder, PropertyList,
     },
     proto::{
         ByteQueue, ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams,
@@ -712,7 +712,7 @@ fn content_split_across_three_body_frames() {
     };
     assert_eq!(content.method, Method::BasicDeliver(deliver(7)));
     assert_eq!(content.header.body_size, 30);
-    assert_eq!(*content.header.properties, properties());
+    assert_eq!(*content.header.properties.decode().unwrap(), properties());
     assert_eq!(content.body, body);
     assert!(s.received().is_empty());
 
@@ -780,7 +780,7 @@ fn body_larger_than_max_message_size_closes_the_channel_with_311() {
         header: ContentHeader {
             class_id: basic::CLASS_ID,
             body_size: MAX_MESSAGE_SIZE + 1,
-            properties: Box::default(),
+            properties: Default::default(),
         },
     }])
     .unwrap();
@@ -1065,7 +1065,7 @@ fn frame_max_zero_with_a_small_message_limit_still_accepts_minimum_size_frames()
             header: ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size: 10,
-                properties: Box::new(props.clone()),
+                properties: PropertyList::encode(&props),
             },
         },
         body_frame(1, &pattern(10)),
@@ -1075,7 +1075,7 @@ fn frame_max_zero_with_a_small_message_limit_still_accepts_minimum_size_frames()
     let [Event::Content { content, .. }] = &events[..] else {
         panic!("expected one content event, got {events:?}");
     };
-    assert_eq!(*content.header.properties, props);
+    assert_eq!(*content.header.properties.decode().unwrap(), props);
 }
 
 #[test]
@@ -1196,7 +1196,7 @@ fn send_publish_splits_the_body_at_frame_max_minus_8() {
                 header: ContentHeader {
                     class_id: basic::CLASS_ID,
                     body_size: len as u64,
-                    properties: Box::new(properties()),
+                    properties: PropertyList::encode(&properties()),
                 }
             }
         );
@@ -1621,7 +1621,7 @@ fn header_frame(channel: u16, body_size: u64) -> Frame {
         header: ContentHeader {
             class_id: basic::CLASS_ID,
             body_size,
-            properties: Box::default(),
+            properties: Default::default(),
         },
     }
 }
@@ -1646,7 +1646,7 @@ fn deliver_frames(channel: u16, body: &[u8], sizes: &[usize]) -> Vec<Frame> {
             header: ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size: body.len() as u64,
-                properties: Box::new(properties()),
+                properties: PropertyList::encode(&properties()),
             },
         },
     ];

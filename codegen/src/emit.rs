@@ -679,6 +679,42 @@ fn emit_properties(o: &mut String, class: &Class) {
     w(o, "");
     w(
         o,
+        "    /// Checks a flag word and the properties it announces as `decode_into` does, building nothing:",
+    );
+    w(
+        o,
+        "    /// where this succeeds, decoding the same bytes succeeds too, and where it fails, decoding fails",
+    );
+    w(o, "    /// with the same error.");
+    w(
+        o,
+        "    pub fn validate(input: &[u8]) -> nom::IResult<&[u8], (), CodecError> {",
+    );
+    w(o, "        let (mut input, flags) = decode::short(input)?;");
+    w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
+    w(
+        o,
+        "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
+    );
+    w(o, "        }");
+    for (i, p) in class.properties.iter().enumerate() {
+        w(o, &format!("        if flags & (1 << {}) != 0 {{", 15 - i));
+        let check = match p.ty {
+            Primitive::ShortStr => "decode::skip_short_str",
+            Primitive::LongStr => "decode::skip_long_str",
+            Primitive::Table => "decode::skip_table",
+            // Fixed-size values: their parsers allocate nothing.
+            ty => reader(ty),
+        };
+        w(o, &format!("            let (rest, _) = {check}(input)?;"));
+        w(o, "            input = rest;");
+        w(o, "        }");
+    }
+    w(o, "        Ok((input, ()))");
+    w(o, "    }");
+    w(o, "");
+    w(
+        o,
         "    /// Encodes the flag word and the properties that are set.",
     );
     w(o, "    pub fn encode(&self, buf: &mut BytesMut) {");

@@ -544,11 +544,7 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
         seeds.method(&format!("gen-{name}"), channel, method)?;
     }
 
-    let full = ContentHeader {
-        class_id: basic::Publish::CLASS_ID,
-        body_size: 26,
-        properties: Box::new(properties()),
-    };
+    let full = ContentHeader::new(basic::Publish::CLASS_ID, 26, &properties());
     let mut buf = BytesMut::new();
     encode_content_header(&mut buf, 1, &full);
     seeds.frame("gen-header-all-properties", &buf)?;
@@ -559,7 +555,7 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
         &ContentHeader {
             class_id: basic::Publish::CLASS_ID,
             body_size: 0,
-            properties: Box::default(),
+            properties: Default::default(),
         },
     );
     seeds.frame("gen-header-no-properties", &buf)?;
@@ -632,11 +628,7 @@ impl Capture {
         encode_content_header(
             &mut buf,
             1,
-            &ContentHeader {
-                class_id: basic::Publish::CLASS_ID,
-                body_size: body.len() as u64,
-                properties: Box::new(properties()),
-            },
+            &ContentHeader::new(basic::Publish::CLASS_ID, body.len() as u64, &properties()),
         );
         encode_body(&mut buf, 1, body);
         self.socket.write_all(&buf)

@@ -58,6 +58,11 @@ impl Consumer {
 
     /// The next delivery; `Some(Err(_))` once if the consumer ended for a reason other than the client's
     /// own cancel or close, then `None`.
+    ///
+    /// The delivery's properties are built here, on the caller's thread, from the bytes the driver checked
+    /// when they arrived. Should that fail (checking and building disagreeing would be a bug in coney),
+    /// this yields the error for that delivery, which stays unacked and goes back to its queue when the
+    /// channel closes, and the stream goes on.
     pub async fn next(&mut self) -> Option<Result<Delivery, Error>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
@@ -65,7 +70,7 @@ impl Consumer {
     /// Poll form of [`Consumer::next`], for adapting into a `Stream`.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery, Error>>> {
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(d)) => Poll::Ready(Some(Ok(d))),
+            Poll::Ready(Some(d)) => Poll::Ready(Some(d.into_delivery().map_err(Error::Codec))),
             Poll::Ready(None) => {
                 if self.reported {
                     return Poll::Ready(None);
@@ -116,7 +121,7 @@ impl Drop for Consumer {
         // than leaving them unacked until the channel closes. (Later arrivals are rejected by the driver.)
         for delivery in self.rx.close() {
             if !delivery.acker().no_ack() {
-                self.channel.reject_on_drop(delivery.delivery_tag);
+                self.channel.reject_on_drop(delivery.delivery_tag());
             }
         }
     }

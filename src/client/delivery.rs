@@ -7,8 +7,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     client::options::BasicNackOptions,
-    codec::ShortStr,
+    codec::{CodecError, ShortStr},
     error::Error,
+    frame::PropertyList,
     io::{
         ack_queue::{Settle, Settlement},
         command::{ChannelShared, Command},
@@ -152,19 +153,27 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
-impl Delivery {
+/// A delivery on its way from the driver to its consumer, with its properties still in wire form.
+///
+/// The driver checked them when the header frame arrived; the consumer builds them
+/// ([`InboundDelivery::into_delivery`]) when it hands the delivery to the user, so the box they live in
+/// is allocated and freed on the consumer's thread (see [`PropertyList`]).
+pub(crate) struct InboundDelivery {
+    deliver: basic::Deliver,
+    properties: PropertyList,
+    body: Bytes,
+    acker: DeliveryAcker,
+}
+
+impl InboundDelivery {
     pub(crate) fn new(
-        d: basic::Deliver,
-        properties: Box<BasicProperties>,
+        deliver: basic::Deliver,
+        properties: PropertyList,
         body: Bytes,
         acker: DeliveryAcker,
-    ) -> Delivery {
-        Delivery {
-            consumer_tag: d.consumer_tag,
-            delivery_tag: d.delivery_tag,
-            redelivered: d.redelivered,
-            exchange: d.exchange,
-            routing_key: d.routing_key,
+    ) -> InboundDelivery {
+        InboundDelivery {
+            deliver,
             properties,
             body,
             acker,
@@ -175,6 +184,29 @@ impl Delivery {
         &self.acker
     }
 
+    pub(crate) fn delivery_tag(&self) -> u64 {
+        self.deliver.delivery_tag
+    }
+
+    /// Builds the properties and the user's [`Delivery`]. Fails only if the properties, checked on
+    /// receipt, do not decode after all (a bug: see [`PropertyList::decode`]).
+    pub(crate) fn into_delivery(self) -> Result<Delivery, CodecError> {
+        let properties = self.properties.decode()?;
+        let d = self.deliver;
+        Ok(Delivery {
+            consumer_tag: d.consumer_tag,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange,
+            routing_key: d.routing_key,
+            properties,
+            body: self.body,
+            acker: self.acker,
+        })
+    }
+}
+
+impl Delivery {
     /// The delivery tag.
     pub fn delivery_tag(&self) -> u64 {
         self.delivery_tag

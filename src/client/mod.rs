@@ -11,7 +11,7 @@ pub(crate) mod tls;
 pub use channel::{Channel, ReturnedMessages};
 pub use connection::Connection;
 pub use consumer::Consumer;
-pub(crate) use delivery::DeliveryAcker;
 pub use delivery::{Delivery, GetMessage};
+pub(crate) use delivery::{DeliveryAcker, InboundDelivery};
 pub use publish::{Confirmation, PublishConfirm, ReturnedMessage};
 pub use tls::TlsConfig;

@@ -164,3 +164,79 @@ fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
         Ok((input, FieldValue::Table(table)))
     }
 }
+
+// Checking without building: the same rules as the parsers above, for input that is validated where it
+// arrives and decoded later elsewhere (a delivery's properties, built on the consumer's thread). Each
+// fails exactly where its parser would, with the same error, and allocates nothing.
+
+/// Checks a `shortstr` as [`short_str`] does and returns the input after it.
+pub fn skip_short_str(input: &[u8]) -> Parsed<'_, ()> {
+    let (input, len) = be_u8(input)?;
+    let (input, bytes) = take(len)(input)?;
+    ShortStr::check_wire(bytes).map_err(nom::Err::Failure)?;
+    Ok((input, ()))
+}
+
+/// Checks a `longstr` as [`long_str`] does and returns the input after it.
+pub fn skip_long_str(input: &[u8]) -> Parsed<'_, ()> {
+    let (input, _) = long_bytes(input)?;
+    Ok((input, ()))
+}
+
+/// Checks a `table` as [`table`] does and returns the input after it.
+pub fn skip_table(input: &[u8]) -> Parsed<'_, ()> {
+    skip_table_at(input, 1)
+}
+
+fn skip_table_at(input: &[u8], depth: usize) -> Parsed<'_, ()> {
+    let (rest, mut body) = long_bytes(input)?;
+    while !body.is_empty() {
+        let (after_key, ()) = skip_short_str(body)?;
+        let (after_value, ()) = skip_value_at(after_key, depth)?;
+        body = after_value;
+    }
+    Ok((rest, ()))
+}
+
+fn skip_array_at(input: &[u8], depth: usize) -> Parsed<'_, ()> {
+    let (rest, mut body) = long_bytes(input)?;
+    while !body.is_empty() {
+        let (after, ()) = skip_value_at(body, depth)?;
+        body = after;
+    }
+    Ok((rest, ()))
+}
+
+/// [`value_at`] without the value.
+fn skip_value_at(input: &[u8], depth: usize) -> Parsed<'_, ()> {
+    let (input, letter) = be_u8(input)?;
+    let fixed = |n: usize| take(n)(input).map(|(i, _)| (i, ()));
+    let container = match letter {
+        b't' => {
+            let (input, b) = be_u8(input)?;
+            if b > 1 {
+                return Err(nom::Err::Failure(CodecError::InvalidBool(b)));
+            }
+            return Ok((input, ()));
+        }
+        b'b' | b'B' => return fixed(1),
+        b's' | b'u' => return fixed(2),
+        b'I' | b'i' | b'f' => return fixed(4),
+        b'l' | b'd' | b'T' => return fixed(8),
+        b'D' => return fixed(5),
+        b'S' | b'x' => return skip_long_str(input),
+        b'V' => return Ok((input, ())),
+        b'A' | b'F' => letter,
+        other => return Err(nom::Err::Failure(CodecError::UnknownFieldType(other))),
+    };
+    if depth >= MAX_NESTING {
+        return Err(nom::Err::Failure(CodecError::NestingTooDeep {
+            max: MAX_NESTING,
+        }));
+    }
+    if container == b'A' {
+        skip_array_at(input, depth + 1)
+    } else {
+        skip_table_at(input, depth + 1)
+    }
+}

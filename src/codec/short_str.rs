@@ -52,6 +52,12 @@ impl ShortStr {
         Ok(ShortStr(Bytes::copy_from_slice(bytes)))
     }
 
+    /// Checks bytes received from the network as [`ShortStr::from_wire`] does, without building one.
+    pub(crate) fn check_wire(bytes: &[u8]) -> Result<(), CodecError> {
+        debug_assert!(bytes.len() <= Self::MAX_LEN);
+        check_utf8(bytes)
+    }
+
     /// Validates bytes received from the network that lie inside `shared`, sharing its allocation (a
     /// reference count) instead of copying. Bytes outside `shared` are copied.
     pub(crate) fn from_wire_shared(shared: &Bytes, bytes: &[u8]) -> Result<ShortStr, CodecError> {

@@ -3,7 +3,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{
-    frame::{ContentHeader, Frame, FrameError},
+    frame::{ContentHeader, Frame, FrameError, PropertyList},
     spec::{self, Method},
 };
 
@@ -123,12 +123,28 @@ impl FrameDecoder {
                 Frame::Method { channel, method }
             }
             spec::FRAME_HEADER => {
-                // Properties are copied, not shared: applications keep message ids and correlation ids
-                // (dedup sets, reply maps) long after the message, and a shared one would pin a whole
-                // read allocation.
-                let header = ContentHeader::decode(payload).map_err(FrameError::Header)?;
-                buf.advance(total);
-                Frame::Header { channel, header }
+                // The property list is checked now and built by whoever uses the message
+                // (`PropertyList` says why); until then it shares the read buffer, as a single-frame
+                // body does.
+                let (class_id, body_size, list) =
+                    ContentHeader::check(payload).map_err(FrameError::Header)?;
+                let start = HEADER_LEN + (list.as_ptr() as usize - payload.as_ptr() as usize);
+                let (end, empty) = (start + list.len(), list == [0, 0]);
+                let properties = if empty {
+                    buf.advance(total);
+                    PropertyList::default()
+                } else {
+                    let frame = buf.split_to(total).freeze();
+                    PropertyList::from_checked(&frame[start..end], |list| frame.slice_ref(list))
+                };
+                Frame::Header {
+                    channel,
+                    header: ContentHeader {
+                        class_id,
+                        body_size,
+                        properties,
+                    },
+                }
             }
             spec::FRAME_BODY => {
                 let mut frame = buf.split_to(total);

@@ -16,7 +16,7 @@ mod tests;
 
 use bytes::Bytes;
 
-pub use content_header::ContentHeader;
+pub use content_header::{ContentHeader, PropertyList};
 pub use decoder::FrameDecoder;
 pub use encoder::{
     encode_body, encode_content_header, encode_heartbeat, encode_method, FRAME_OVERHEAD,

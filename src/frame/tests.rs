@@ -44,16 +44,19 @@ fn content_headers_round_trip_through_frames() {
         512,
         (any_basic_properties(), any::<u64>(), any::<u16>()),
         |(properties, body_size, channel)| {
-            let header = ContentHeader {
-                class_id: basic::CLASS_ID,
-                body_size,
-                properties: Box::new(properties),
-            };
+            let header = ContentHeader::new(basic::CLASS_ID, body_size, &properties);
             let mut buf = BytesMut::new();
             encode_content_header(&mut buf, channel, &header);
             let frame = FrameDecoder::new(BIG)
                 .decode(&mut buf)
                 .map_err(|e| TestCaseError::fail(format!("decode failed: {e}")))?;
+            let Some(Frame::Header { header: got, .. }) = &frame else {
+                return Err(TestCaseError::fail(format!("not a header: {frame:?}")));
+            };
+            let built = got.properties.decode().map_err(|e| {
+                TestCaseError::fail(format!("checked properties do not build: {e}"))
+            })?;
+            prop_assert_eq!(&*built, &properties);
             prop_assert_eq!(frame, Some(Frame::Header { channel, header }));
             prop_assert!(buf.is_empty());
             Ok(())
@@ -128,14 +131,12 @@ fn content_strings_share_the_read_buffer_and_others_are_copied() {
         routing_key: "orders".into(),
     };
     encode_method(&mut buf, 1, &deliver.clone().into());
-    let header = ContentHeader {
-        class_id: basic::CLASS_ID,
-        body_size: 0,
-        properties: Box::new(
-            crate::spec::BasicProperties::default()
-                .with_correlation_id(crate::codec::ShortStr::from_static("req-1")),
-        ),
-    };
+    let header = ContentHeader::new(
+        basic::CLASS_ID,
+        0,
+        &crate::spec::BasicProperties::default()
+            .with_correlation_id(crate::codec::ShortStr::from_static("req-1")),
+    );
     encode_content_header(&mut buf, 1, &header);
     let ok = basic::ConsumeOk {
         consumer_tag: "amq.ctag-0123456789".into(),
@@ -162,9 +163,10 @@ fn content_strings_share_the_read_buffer_and_others_are_copied() {
         panic!("not a header: {frame:?}");
     };
     assert_eq!(got, header);
+    let built = got.properties.decode().unwrap();
     assert!(
-        !shared(got.properties.correlation_id.as_ref().unwrap()),
-        "a property pins the read buffer"
+        !shared(built.correlation_id.as_ref().unwrap()),
+        "a built property pins the read buffer"
     );
 
     let frame = decoder.decode(&mut buf).unwrap().unwrap();
@@ -201,11 +203,7 @@ fn any_frame() -> impl Strategy<Value = Frame> {
         (any_basic_properties(), any::<u64>(), any::<u16>()).prop_map(
             |(properties, body_size, channel)| Frame::Header {
                 channel,
-                header: ContentHeader {
-                    class_id: basic::CLASS_ID,
-                    body_size,
-                    properties: Box::new(properties),
-                },
+                header: ContentHeader::new(basic::CLASS_ID, body_size, &properties),
             }
         ),
         (vec(any::<u8>(), 0..600), any::<u16>()).prop_map(|(body, channel)| Frame::Body {

@@ -29,7 +29,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
-use crate::client::Delivery;
+use crate::client::InboundDelivery;
 
 /// Creates a queue holding at most `capacity` (at least 1) deliveries.
 pub(crate) fn delivery_queue(capacity: usize) -> (DeliverySender, DeliveryReceiver) {
@@ -73,7 +73,7 @@ struct Shared {
 }
 
 struct State {
-    items: VecDeque<Delivery>,
+    items: VecDeque<InboundDelivery>,
     receiver: Option<Waker>,
     sender: Option<Waker>,
     receiver_closed: bool,
@@ -91,9 +91,9 @@ impl Shared {
 pub(crate) enum Pushed {
     Queued,
     /// The queue holds `capacity` deliveries: wait with [`DeliveryHandle::poll_room`].
-    Full(Delivery),
+    Full(InboundDelivery),
     /// The consumer is gone (or the queue was ended): nobody will read this delivery.
-    Closed(Delivery),
+    Closed(InboundDelivery),
 }
 
 /// The driver's end of a consumer's queue. Dropping the last clone ends the queue.
@@ -142,7 +142,7 @@ pub(crate) struct DeliveryHandle {
 impl DeliveryHandle {
     /// Queues `delivery` without waking the consumer: call [`DeliveryHandle::wake_receiver`] once the
     /// batch is complete.
-    pub(crate) fn push(&self, delivery: Delivery) -> Pushed {
+    pub(crate) fn push(&self, delivery: InboundDelivery) -> Pushed {
         let mut state = self.shared.lock();
         if state.receiver_closed || state.sender_closed {
             return Pushed::Closed(delivery);
@@ -204,12 +204,12 @@ impl DeliveryHandle {
 pub(crate) struct DeliveryReceiver {
     shared: Arc<Shared>,
     /// The batch taken from the queue, handed out one by one.
-    batch: VecDeque<Delivery>,
+    batch: VecDeque<InboundDelivery>,
 }
 
 impl DeliveryReceiver {
     /// The next delivery; `None` once the sender is gone and everything it pushed was taken.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<InboundDelivery>> {
         if self.batch.is_empty() {
             let mut state = self.shared.lock();
             if state.items.is_empty() {
@@ -247,7 +247,7 @@ impl DeliveryReceiver {
 
     /// Ends the queue from this side and returns what it still held, in order; later pushes fail with
     /// [`Pushed::Closed`].
-    pub(crate) fn close(&mut self) -> VecDeque<Delivery> {
+    pub(crate) fn close(&mut self) -> VecDeque<InboundDelivery> {
         let (items, waker) = {
             let mut state = self.shared.lock();
             state.receiver_closed = true;
@@ -295,7 +295,7 @@ mod tests {
         (counter.clone(), Waker::from(counter))
     }
 
-    fn delivery(tag: u64) -> Delivery {
+    fn delivery(tag: u64) -> InboundDelivery {
         let (tx, _rx) = mpsc::channel(1);
         let deliver = basic::Deliver {
             delivery_tag: tag,
@@ -303,7 +303,7 @@ mod tests {
         };
         let acker =
             DeliveryAcker::new(Arc::new(ChannelShared::new(1, 1, 1, tx.downgrade())), false);
-        Delivery::new(deliver, Box::default(), Bytes::new(), acker)
+        InboundDelivery::new(deliver, Default::default(), Bytes::new(), acker)
     }
 
     fn recv(rx: &mut DeliveryReceiver, w: &Waker) -> Poll<Option<u64>> {
@@ -401,7 +401,11 @@ mod tests {
         let (_, rw) = waker();
         assert_eq!(recv(&mut rx, &rw), Poll::Ready(Some(1)));
         assert!(matches!(q.push(delivery(3)), Pushed::Queued));
-        let rest: Vec<u64> = rx.close().iter().map(Delivery::delivery_tag).collect();
+        let rest: Vec<u64> = rx
+            .close()
+            .iter()
+            .map(InboundDelivery::delivery_tag)
+            .collect();
         assert_eq!(rest, [2, 3]);
         assert!(sender_wakes.0.load(Ordering::SeqCst) >= 1);
         assert!(matches!(

@@ -21,8 +21,9 @@ use tokio::{
 use tracing::{debug, trace, warn};
 
 use crate::{
-    client::{Confirmation, Delivery, DeliveryAcker, GetMessage, ReturnedMessage},
+    client::{Confirmation, DeliveryAcker, GetMessage, InboundDelivery, ReturnedMessage},
     error::{CloseReason, Error},
+    frame::PropertyList,
     io::{
         ack_coalescer::AckCoalescer,
         ack_queue::{may_hold_acks, Settlement},
@@ -37,7 +38,7 @@ use crate::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker,
         ConnectionError, Content, Event,
     },
-    spec::{basic, channel, Method, ReplyCode},
+    spec::{basic, channel, BasicProperties, Method, ReplyCode},
 };
 
 /// How many commands the driver takes in one go before it turns to the socket again.
@@ -129,7 +130,7 @@ struct Parked {
     /// A clone of the consumer's sender: a consumer cancelled meanwhile still gets the delivery, before
     /// its queue ends.
     queue: DeliverySender,
-    delivery: Delivery,
+    delivery: InboundDelivery,
 }
 
 pub(crate) struct Driver<R, W> {
@@ -1012,14 +1013,20 @@ where
     }
 
     fn handle_content(&mut self, channel: u16, content: Content) -> Result<(), Error> {
-        let Some(slot) = self.channels.get_mut(channel) else {
-            return Ok(());
-        };
         let Content {
             method,
             header,
             body,
         } = content;
+        // A delivery's properties are built by its consumer; a return's or a get-ok's, which the
+        // driver hands over itself, here.
+        let mut built = match method {
+            Method::BasicDeliver(_) => None,
+            _ => Some(self.build_properties(&header.properties)?),
+        };
+        let Some(slot) = self.channels.get_mut(channel) else {
+            return Ok(());
+        };
         match method {
             Method::BasicDeliver(deliver) => {
                 let Some(sink) = slot.consumers.get(&deliver.consumer_tag) else {
@@ -1037,7 +1044,7 @@ where
                     slot.acks.disable();
                 }
                 let tag = deliver.delivery_tag;
-                let delivery = Delivery::new(
+                let delivery = InboundDelivery::new(
                     deliver,
                     header.properties,
                     body,
@@ -1070,7 +1077,7 @@ where
                     reply_text: ret.reply_text.to_string(),
                     exchange: ret.exchange,
                     routing_key: ret.routing_key,
-                    properties: header.properties,
+                    properties: built.take().expect("built for everything but deliveries"),
                     body,
                 };
                 if slot.confirms.is_some() {
@@ -1097,7 +1104,7 @@ where
                 let head = slot.rpcs.pop_front().expect("checked");
                 let message = GetMessage::new(
                     ok,
-                    header.properties,
+                    built.take().expect("built for everything but deliveries"),
                     body,
                     DeliveryAcker::new(slot.shared.clone(), false),
                 );
@@ -1113,10 +1120,25 @@ where
         Ok(())
     }
 
+    /// Builds properties checked on receipt. Failing means checking and decoding disagree (a bug, see
+    /// [`PropertyList::decode`]); the connection closes as it would have had the check caught it.
+    fn build_properties(&mut self, list: &PropertyList) -> Result<Box<BasicProperties>, Error> {
+        list.decode().map_err(|e| {
+            let text = format!("content header: {e}");
+            self.proto.close(ReplyCode::SYNTAX_ERROR, &text);
+            let error = Error::Protocol {
+                code: ReplyCode::SYNTAX_ERROR,
+                text,
+            };
+            let _ = self.shared.error.set(error.clone());
+            error
+        })
+    }
+
     /// A delivery whose consumer was dropped: give it back to the queue unless it was auto-acked. Only on
     /// the incarnation it came on: its tag means nothing on a later one, and closing the earlier one
     /// requeued the message already.
-    fn consumer_gone(&mut self, delivery: Delivery) {
+    fn consumer_gone(&mut self, delivery: InboundDelivery) {
         let acker = delivery.acker();
         let channel = acker.channel_id();
         if acker.no_ack() || !self.proto.channel_is_usable(channel) {

@@ -373,11 +373,7 @@ impl Connection {
         body: &[u8],
     ) {
         frame::encode_method(self.out.tail(), channel, method);
-        let header = ContentHeader {
-            class_id: method.class_id(),
-            body_size: body.len() as u64,
-            properties: Box::new(properties.clone()),
-        };
+        let header = ContentHeader::new(method.class_id(), body.len() as u64, properties);
         frame::encode_content_header(self.out.tail(), channel, &header);
         for chunk in body.chunks(self.max_body_frame()) {
             frame::encode_body(self.out.tail(), channel, chunk);

@@ -93,6 +93,51 @@ fn basic_properties_round_trip() {
     );
 }
 
+/// `validate` is what the frame decoder runs on receipt, `decode_into` what a consumer runs later: they
+/// must accept the same bytes, stop at the same place and fail with the same error, or a checked
+/// delivery could fail to build. Inputs: encoded properties, then damaged (bytes overwritten, cut short,
+/// garbage after), and plain random bytes.
+#[test]
+fn checking_properties_agrees_with_decoding() {
+    let damaged = (
+        any_basic_properties(),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        any::<usize>(),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    )
+        .prop_map(|(props, writes, cut, tail)| {
+            let mut buf = BytesMut::new();
+            props.encode(&mut buf);
+            let mut bytes = buf.to_vec();
+            for (at, byte) in writes {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = byte;
+                }
+            }
+            bytes.truncate(cut % (bytes.len() + 1) + if cut % 3 == 0 { 0 } else { bytes.len() });
+            bytes.extend(tail);
+            bytes
+        });
+    let random = proptest::collection::vec(any::<u8>(), 0..64);
+    check(
+        "checking_properties_agrees_with_decoding",
+        1024,
+        prop_oneof![3 => damaged, 1 => random],
+        |bytes| {
+            let checked = BasicProperties::validate(&bytes)
+                .map(|(rest, ())| rest.len())
+                .map_err(crate::codec::CodecError::from);
+            let mut props = BasicProperties::default();
+            let decoded = BasicProperties::decode_into(&bytes, None, &mut props)
+                .map(|(rest, ())| rest.len())
+                .map_err(crate::codec::CodecError::from);
+            prop_assert_eq!(checked, decoded);
+            Ok(())
+        },
+    );
+}
+
 #[test]
 fn metadata_matches_the_spec() {
     assert_eq!(METHODS.len(), 64);

@@ -162,7 +162,7 @@ impl Peer {
             &ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size,
-                properties: Box::default(),
+                properties: Default::default(),
             },
         );
         self.send_raw(&buf).await;
@@ -185,7 +185,7 @@ impl Peer {
             &ContentHeader {
                 class_id: basic::CLASS_ID,
                 body_size: body.len() as u64,
-                properties: Box::default(),
+                properties: Default::default(),
             },
         );
         if !body.is_empty() {

@@ -461,7 +461,7 @@ fn encoded_delivery(channel: u16, consumer_tag: &ShortStr, tag: u64, size: usize
     let header = ContentHeader {
         class_id: basic::CLASS_ID,
         body_size: size as u64,
-        properties: Box::default(),
+        properties: Default::default(),
     };
     frame::encode_content_header(&mut out, channel, &header);
     let body = vec![0u8; size];
@@ -486,7 +486,7 @@ pub fn encoded_publishes(size: usize, count: usize) -> (Vec<u8>, usize) {
         let header = ContentHeader {
             class_id: basic::CLASS_ID,
             body_size: size as u64,
-            properties: Box::default(),
+            properties: Default::default(),
         };
         frame::encode_content_header(&mut out, 1, &header);
         for piece in body.chunks(FRAME_MAX as usize - frame::FRAME_OVERHEAD) {

@@ -232,11 +232,7 @@ impl Wire {
             immediate: false,
         };
         frame::encode_method(out, 1, &publish.into());
-        let header = ContentHeader {
-            class_id: basic::CLASS_ID,
-            body_size: body.len() as u64,
-            properties: Box::new(properties),
-        };
+        let header = ContentHeader::new(basic::CLASS_ID, body.len() as u64, &properties);
         frame::encode_content_header(out, 1, &header);
         for piece in body.chunks(self.frame_max as usize - frame::FRAME_OVERHEAD) {
             frame::encode_body(out, 1, piece);
@@ -515,7 +511,7 @@ fn round_trip_blocking(
                     Err(_) if stop.load(Ordering::Acquire) => break,
                     Err(e) => return Err(e),
                 };
-                let props = &header.properties;
+                let props = header.properties.decode().map_err(|e| e.to_string())?;
                 let (Some(reply_to), Some(id)) = (&props.reply_to, &props.correlation_id) else {
                     continue;
                 };
@@ -547,7 +543,8 @@ fn round_trip_blocking(
         client.encode_publish(&mut out, &request_key, props, &body);
         client.sock.write_all(&out).map_err(io)?;
         let (_, header, _) = client.delivery()?;
-        if header.properties.correlation_id.as_ref() != Some(&id) {
+        let props = header.properties.decode().map_err(|e| e.to_string())?;
+        if props.correlation_id.as_ref() != Some(&id) {
             return Err("floor: reply with the wrong correlation id".into());
         }
         rtts.push(t0.elapsed());
