@@ -638,13 +638,7 @@ fn emit_properties(o: &mut String, class: &Class) {
         o,
         "    pub fn decode_into<'a>(input: &'a [u8], shared: Option<&Bytes>, props: &mut Self) -> nom::IResult<&'a [u8], (), CodecError> {",
     );
-    w(o, "        let (mut input, flags) = decode::short(input)?;");
-    w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
-    w(
-        o,
-        "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
-    );
-    w(o, "        }");
+    emit_flag_word_check(o);
     for (i, p) in class.properties.iter().enumerate() {
         w(o, &format!("        if flags & (1 << {}) != 0 {{", 15 - i));
         if is_hidden(p) {
@@ -690,13 +684,7 @@ fn emit_properties(o: &mut String, class: &Class) {
         o,
         "    pub fn validate(input: &[u8]) -> nom::IResult<&[u8], (), CodecError> {",
     );
-    w(o, "        let (mut input, flags) = decode::short(input)?;");
-    w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
-    w(
-        o,
-        "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
-    );
-    w(o, "        }");
+    emit_flag_word_check(o);
     for (i, p) in class.properties.iter().enumerate() {
         w(o, &format!("        if flags & (1 << {}) != 0 {{", 15 - i));
         let check = match p.ty {
@@ -740,6 +728,17 @@ fn emit_properties(o: &mut String, class: &Class) {
     w(o, "    }");
     w(o, "}");
     w(o, "");
+}
+
+/// The start of a property list's decoder or checker: the flag word, refusing flags the class lacks.
+fn emit_flag_word_check(o: &mut String) {
+    w(o, "        let (mut input, flags) = decode::short(input)?;");
+    w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
+    w(
+        o,
+        "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
+    );
+    w(o, "        }");
 }
 
 fn all_methods(spec: &Spec) -> impl Iterator<Item = (&Class, &Method)> {

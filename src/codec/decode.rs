@@ -151,11 +151,7 @@ fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
         other => return Err(nom::Err::Failure(CodecError::UnknownFieldType(other))),
     };
     // The check comes before the recursive call, so hostile nesting costs at most MAX_NESTING stack frames.
-    if depth >= MAX_NESTING {
-        return Err(nom::Err::Failure(CodecError::NestingTooDeep {
-            max: MAX_NESTING,
-        }));
-    }
+    check_nesting(depth)?;
     if value == b'A' {
         let (input, array) = array_at(input, depth + 1)?;
         Ok((input, FieldValue::Array(array)))
@@ -163,6 +159,16 @@ fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
         let (input, table) = table_at(input, depth + 1)?;
         Ok((input, FieldValue::Table(table)))
     }
+}
+
+/// Fails if a container inside one at nesting level `depth` would be nested too deeply.
+fn check_nesting(depth: usize) -> Result<(), nom::Err<CodecError>> {
+    if depth >= MAX_NESTING {
+        return Err(nom::Err::Failure(CodecError::NestingTooDeep {
+            max: MAX_NESTING,
+        }));
+    }
+    Ok(())
 }
 
 // Checking without building: the same rules as the parsers above, for input that is validated where it
@@ -229,11 +235,7 @@ fn skip_value_at(input: &[u8], depth: usize) -> Parsed<'_, ()> {
         b'A' | b'F' => letter,
         other => return Err(nom::Err::Failure(CodecError::UnknownFieldType(other))),
     };
-    if depth >= MAX_NESTING {
-        return Err(nom::Err::Failure(CodecError::NestingTooDeep {
-            max: MAX_NESTING,
-        }));
-    }
+    check_nesting(depth)?;
     if container == b'A' {
         skip_array_at(input, depth + 1)
     } else {

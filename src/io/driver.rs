@@ -1093,13 +1093,12 @@ where
                     .is_some_and(|h| h.method.is_none() && h.responses.contains(&(60, 71)));
                 if !is_get {
                     let text = format!("unexpected basic.get-ok on channel {channel}");
-                    self.proto.close(ReplyCode::COMMAND_INVALID, &text);
-                    let error = Error::Protocol {
-                        code: ReplyCode::COMMAND_INVALID,
+                    return Err(close_for_violation(
+                        &mut self.proto,
+                        &self.shared,
+                        ReplyCode::COMMAND_INVALID,
                         text,
-                    };
-                    let _ = self.shared.error.set(error.clone());
-                    return Err(error);
+                    ));
                 }
                 let head = slot.rpcs.pop_front().expect("checked");
                 let message = GetMessage::new(
@@ -1124,14 +1123,12 @@ where
     /// [`PropertyList::decode`]); the connection closes as it would have had the check caught it.
     fn build_properties(&mut self, list: &PropertyList) -> Result<Box<BasicProperties>, Error> {
         list.decode().map_err(|e| {
-            let text = format!("content header: {e}");
-            self.proto.close(ReplyCode::SYNTAX_ERROR, &text);
-            let error = Error::Protocol {
-                code: ReplyCode::SYNTAX_ERROR,
-                text,
-            };
-            let _ = self.shared.error.set(error.clone());
-            error
+            close_for_violation(
+                &mut self.proto,
+                &self.shared,
+                ReplyCode::SYNTAX_ERROR,
+                format!("content header: {e}"),
+            )
         })
     }
 
@@ -1211,6 +1208,20 @@ fn prefetch_limit(slot: &ChannelSlot) -> u16 {
         (p, 0) => p,
         (p, c) => p.min(c),
     }
+}
+
+/// Starts closing the connection for the broker's protocol violation and records it as the connection's
+/// error, which the returned error also is.
+fn close_for_violation(
+    proto: &mut proto::Connection,
+    shared: &ConnectionShared,
+    code: ReplyCode,
+    text: String,
+) -> Error {
+    proto.close(code, &text);
+    let error = Error::Protocol { code, text };
+    let _ = shared.error.set(error.clone());
+    error
 }
 
 /// How many settlements a sweep at a read waits for before it sends them (the timer or the prefetch
