@@ -33,9 +33,13 @@ impl ContentHeader {
         }
     }
 
+    /// Where the property list starts in the payload: after class-id, weight and body size.
+    pub(crate) const PROPERTIES_AT: usize = 12;
+
     /// Decodes a header frame's payload, checking the property list and copying it.
     pub fn decode(input: &[u8]) -> Result<ContentHeader, CodecError> {
-        let (class_id, body_size, list) = Self::check(input)?;
+        let (class_id, body_size, len) = Self::check(input)?;
+        let list = &input[Self::PROPERTIES_AT..Self::PROPERTIES_AT + len];
         Ok(ContentHeader {
             class_id,
             body_size,
@@ -43,14 +47,15 @@ impl ContentHeader {
         })
     }
 
-    /// Decodes the fixed fields and checks the property list, returning the list's bytes (the flag word
-    /// and the properties it announces; anything after them is not kept).
-    pub(crate) fn check(input: &[u8]) -> Result<(u16, u64, &[u8]), CodecError> {
+    /// Decodes the fixed fields and checks the property list, returning the list's length in bytes
+    /// from [`ContentHeader::PROPERTIES_AT`] (the flag word and the properties it announces; anything
+    /// after them is not kept).
+    pub(crate) fn check(input: &[u8]) -> Result<(u16, u64, usize), CodecError> {
         let (input, class_id) = decode::short(input)?;
         let (input, _weight) = decode::short(input)?;
         let (list, body_size) = decode::longlong(input)?;
         let (rest, ()) = BasicProperties::validate(list)?;
-        Ok((class_id, body_size, &list[..list.len() - rest.len()]))
+        Ok((class_id, body_size, list.len() - rest.len()))
     }
 
     /// Encodes a header frame's payload.
@@ -79,15 +84,6 @@ impl ContentHeader {
 pub struct PropertyList(Bytes);
 
 impl PropertyList {
-    /// Checks a received list and keeps its bytes (at most the checked extent).
-    pub fn from_wire(bytes: Bytes) -> Result<PropertyList, CodecError> {
-        let (rest, ()) = BasicProperties::validate(&bytes)?;
-        let end = bytes.len() - rest.len();
-        Ok(PropertyList::from_checked(&bytes[..end], |list| {
-            bytes.slice_ref(list)
-        }))
-    }
-
     /// Wraps `list`, already checked, with `keep` turning its bytes into `Bytes` (a copy, or a share of
     /// the buffer it lies in); a list without properties keeps nothing.
     pub(crate) fn from_checked(list: &[u8], keep: impl FnOnce(&[u8]) -> Bytes) -> PropertyList {
@@ -99,17 +95,12 @@ impl PropertyList {
 
     /// Encodes `properties`.
     pub fn encode(properties: &BasicProperties) -> PropertyList {
-        if *properties == BasicProperties::default() {
+        if properties.flags() == 0 {
             return PropertyList::default();
         }
         let mut buf = BytesMut::new();
         properties.encode(&mut buf);
         PropertyList(buf.freeze())
-    }
-
-    /// Whether the list announces no properties.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// The list as it goes on the wire (empty for a list without properties).

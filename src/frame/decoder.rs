@@ -126,11 +126,11 @@ impl FrameDecoder {
                 // The property list is checked now and built by whoever uses the message
                 // (`PropertyList` says why); until then it shares the read buffer, as a single-frame
                 // body does.
-                let (class_id, body_size, list) =
+                let (class_id, body_size, len) =
                     ContentHeader::check(payload).map_err(FrameError::Header)?;
-                let start = HEADER_LEN + (list.as_ptr() as usize - payload.as_ptr() as usize);
-                let (end, empty) = (start + list.len(), list == [0, 0]);
-                let properties = if empty {
+                let start = HEADER_LEN + ContentHeader::PROPERTIES_AT;
+                let end = start + len;
+                let properties = if payload[ContentHeader::PROPERTIES_AT..][..len] == [0, 0] {
                     buf.advance(total);
                     PropertyList::default()
                 } else {
