@@ -17,7 +17,7 @@ use coney::{
     },
     proto::{
         ByteQueue, ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams,
-        Mechanism, TunePreferences, Tuned,
+        Mechanism, ReadTarget, TunePreferences, Tuned,
     },
     spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
 };
@@ -740,6 +740,137 @@ fn content_in_one_input_buffer() {
         panic!("expected one content event, got {events:?}");
     };
     assert_eq!(content.body, body);
+}
+
+/// Payload per body frame with RabbitMQ's frame-max.
+const RABBIT_BODY_FRAME: usize = 131_072 - 8;
+
+#[test]
+fn large_body_frames_go_straight_into_the_message() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let body = pattern(300_000);
+    let sizes = [
+        RABBIT_BODY_FRAME,
+        RABBIT_BODY_FRAME,
+        300_000 - 2 * RABBIT_BODY_FRAME,
+    ];
+    let mut frames = deliver_frames(1, &body, &sizes);
+    frames.extend(deliver_frames(1, b"next", &[4]));
+    let bytes = wire(&frames);
+    // The method, the header and the start of the first body frame arrive in one read.
+    let head = frame_bytes(&frames[..2]).len() + 7 + 1000;
+    s.send_raw(&bytes[..head]).unwrap();
+    assert!(s.events().is_empty());
+    let direct = s
+        .read_like_the_driver(&bytes[head..], || 64 * 1024, || true)
+        .unwrap();
+    // Everything but the 1000 bytes that came with the header, and the small frames after the body.
+    assert_eq!(direct, body.len() - 1000);
+    let events = s.events();
+    let [Event::Content { content: big, .. }, Event::Content { content: next, .. }] = &events[..]
+    else {
+        panic!("expected two content events, got {events:?}");
+    };
+    assert_eq!(big.body, body);
+    assert_eq!(*big.header.properties.decode().unwrap(), properties());
+    assert_eq!(next.body, &b"next"[..]);
+    assert!(s.pending.is_empty());
+}
+
+#[test]
+fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let body = pattern(200_000);
+    let frames = deliver_frames(1, &body, &[100_000, 100_000]);
+    let mut bytes = wire(&frames);
+    let first_end = frame_bytes(&frames[..3]).len() - 1;
+    bytes[first_end] = 0x00;
+    s.send_raw(&bytes[..frame_bytes(&frames[..2]).len() + 7])
+        .unwrap();
+    let rest = &bytes[frame_bytes(&frames[..2]).len() + 7..];
+    let err = s
+        .read_like_the_driver(rest, || 32 * 1024, || true)
+        .unwrap_err();
+    assert_violation(&err, ReplyCode::FRAME_ERROR);
+    assert!(s.events().is_empty());
+}
+
+#[test]
+fn a_direct_body_frame_that_overruns_the_declared_size_is_a_505_violation() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let mut frames = deliver_frames(1, &pattern(40_000), &[20_000, 20_000]);
+    frames[3] = body_frame(1, &pattern(30_000));
+    let bytes = wire(&frames);
+    let head = frame_bytes(&frames[..3]).len() + 7 + 10;
+    s.send_raw(&bytes[..head]).unwrap();
+    let err = s
+        .read_like_the_driver(&bytes[head..], || 4096, || true)
+        .unwrap_err();
+    assert_violation(&err, ReplyCode::UNEXPECTED_FRAME);
+}
+
+#[test]
+fn client_close_mid_direct_body_frame_discards_the_rest() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let frames = deliver_frames(1, &pattern(200_000), &[100_000, 100_000]);
+    let bytes = wire(&frames);
+    let head = frame_bytes(&frames[..2]).len() + 7 + 10;
+    s.send_raw(&bytes[..head]).unwrap();
+    let direct = s
+        .read_like_the_driver(&bytes[head..head + 50_000], || 50_000, || true)
+        .unwrap();
+    assert_eq!(direct, 50_000);
+    s.conn.close_channel(1, ReplyCode::REPLY_SUCCESS, "bye");
+    s.received();
+    let direct = s
+        .read_like_the_driver(&bytes[head + 50_000..], || 8192, || true)
+        .unwrap();
+    assert_eq!(direct, 0, "nothing goes into a dropped message");
+    s.send(1, channel::CloseOk).unwrap();
+    let events = s.events();
+    assert!(
+        matches!(&events[..], [Event::ChannelClosed { channel: 1, .. }]),
+        "{events:?}"
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// However the bytes are split into reads, and whether each read goes where `read_target` says or
+    /// into the read buffer, a multi-frame message (with a heartbeat between two of its frames) arrives
+    /// whole and the decoder goes on with the next one.
+    #[test]
+    fn bodies_arrive_whole_whichever_target_takes_the_bytes(
+        frame_sizes in proptest::collection::vec(1usize..=RABBIT_BODY_FRAME, 1..5),
+        heartbeat_after in 0usize..5,
+        chunks in proptest::collection::vec(1usize..200_000, 1..64),
+        direct in proptest::collection::vec(proptest::bool::ANY, 1..64),
+    ) {
+        let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+        open_channel(&mut s, 1);
+        let body = pattern(frame_sizes.iter().sum());
+        let mut frames = deliver_frames(1, &body, &frame_sizes);
+        if heartbeat_after < frame_sizes.len() {
+            frames.insert(3 + heartbeat_after, Frame::Heartbeat);
+        }
+        frames.extend(deliver_frames(1, b"next", &[4]));
+        let bytes = wire(&frames);
+        let (mut c, mut d) = (chunks.iter().cycle(), direct.iter().cycle());
+        s.read_like_the_driver(&bytes, || *c.next().unwrap(), || *d.next().unwrap()).unwrap();
+        let events = s.events();
+        let [Event::Content { content: big, .. }, Event::Content { content: next, .. }] = &events[..]
+        else {
+            panic!("expected two content events, got {events:?}");
+        };
+        proptest::prop_assert_eq!(&big.body[..], &body[..]);
+        proptest::prop_assert_eq!(&next.body[..], b"next");
+        proptest::prop_assert!(s.pending.is_empty());
+    }
 }
 
 #[test]
@@ -1502,6 +1633,41 @@ impl Script {
         result
     }
 
+    /// The server's bytes read the way the driver reads them: reads of `chunk()` bytes, each put where
+    /// [`Connection::read_target`] says (straight into a message's body if `direct()` agrees, otherwise
+    /// into the read buffer, never more than the limit it gives). Returns how many bytes went straight
+    /// into a body.
+    fn read_like_the_driver(
+        &mut self,
+        bytes: &[u8],
+        mut chunk: impl FnMut() -> usize,
+        mut direct: impl FnMut() -> bool,
+    ) -> Result<usize, ConnectionError> {
+        let (mut at, mut into_body) = (0, 0);
+        while at < bytes.len() {
+            let want = chunk().clamp(1, bytes.len() - at);
+            match self.conn.read_target() {
+                ReadTarget::Body(mut room) if direct() => {
+                    let n = want.min(room.remaining_mut());
+                    assert!(n > 0, "a body target always has room");
+                    room.put_slice(&bytes[at..at + n]);
+                    self.conn.handle_body_read(n, self.now);
+                    (at, into_body) = (at + n, into_body + n);
+                }
+                ReadTarget::Buffer(Some(limit)) => {
+                    let n = want.min(limit);
+                    self.send_raw(&bytes[at..at + n])?;
+                    at += n;
+                }
+                _ => {
+                    self.send_raw(&bytes[at..at + want])?;
+                    at += want;
+                }
+            }
+        }
+        Ok(into_body)
+    }
+
     /// What the client queued since the last call, as frames; the queue is then "written" at `now`.
     fn received(&mut self) -> Vec<Frame> {
         self.received_with(FrameDecoder::new(u32::MAX))
@@ -1656,6 +1822,19 @@ fn deliver_frames(channel: u16, body: &[u8], sizes: &[usize]) -> Vec<Frame> {
         at += n;
     }
     frames
+}
+
+/// Frames as the server writes them.
+fn wire(frames: &[Frame]) -> Vec<u8> {
+    frame_bytes(frames).to_vec()
+}
+
+fn frame_bytes(frames: &[Frame]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    for frame in frames {
+        frame.encode(&mut buf);
+    }
+    buf
 }
 
 /// Distinguishable bytes, so a misplaced slice shows.

@@ -46,6 +46,41 @@ impl FrameDecoder {
         self.max_frame_size = max_frame_size;
     }
 
+    /// The body frame that `buf` begins with but does not hold in full, if its header is valid:
+    /// `(channel, payload size)`. Nothing is consumed. A caller that takes the payload elsewhere (straight
+    /// into its message's buffer) drops the header with [`FrameDecoder::skip_body_header`], takes the
+    /// payload's bytes, and then owes [`FrameDecoder::take_frame_end`].
+    pub fn incomplete_body(&self, buf: &[u8]) -> Option<(u16, usize)> {
+        if buf.len() < HEADER_LEN || buf[0] != spec::FRAME_BODY {
+            return None;
+        }
+        let channel = u16::from_be_bytes([buf[1], buf[2]]);
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+        let total = HEADER_LEN as u64 + size as u64 + 1;
+        (total <= self.max_frame_size as u64 && (buf.len() as u64) < total)
+            .then_some((channel, size))
+    }
+
+    /// Drops the header of the body frame [`FrameDecoder::incomplete_body`] found.
+    pub fn skip_body_header(buf: &mut BytesMut) {
+        buf.advance(HEADER_LEN.min(buf.len()));
+    }
+
+    /// Takes the frame-end octet owed after a payload taken elsewhere: `Ok(false)` if `buf` is empty.
+    ///
+    /// An octet other than %xCE there is the same error as in [`FrameDecoder::decode`]:
+    /// [`FrameError::BadFrameEnd`], a fatal frame error (501).
+    pub fn take_frame_end(buf: &mut BytesMut) -> Result<bool, FrameError> {
+        match buf.first() {
+            None => Ok(false),
+            Some(&spec::FRAME_END) => {
+                buf.advance(1);
+                Ok(true)
+            }
+            Some(&other) => Err(FrameError::BadFrameEnd(other)),
+        }
+    }
+
     /// Takes one frame off the front of `buf`.
     ///
     /// `Ok(None)`: `buf` holds no complete frame yet; nothing was consumed. On `Ok(Some(_))` the frame's

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::{mpsc, oneshot},
@@ -35,8 +35,8 @@ use crate::{
         delivery_queue::{DeliveryHandle, DeliverySender, Pushed},
     },
     proto::{
-        self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker,
-        ConnectionError, Content, Event,
+        self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, Connection,
+        ConnectionError, Content, Event, ReadTarget,
     },
     spec::{basic, channel, BasicProperties, Method, ReplyCode},
 };
@@ -332,15 +332,23 @@ where
                         None => self.needs_flush = false,
                     }
                 }
-                res = read_into(&mut self.reader, &mut self.read_buf, self.read_chunk), if !paused => {
-                    let (n, filled) = res.map_err(Error::io)?;
-                    self.adapt_read_chunk(n, filled);
-                    if n == 0 {
+                res = read_some(&mut self.reader, &mut self.read_buf, self.read_chunk, &mut self.proto), if !paused => {
+                    let read = res.map_err(Error::io)?;
+                    if matches!(read, Read::Buffer { n: 0, .. } | Read::Body(0)) {
                         return Err(Error::io(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "broker closed the socket without connection.close",
                         )));
                     }
+                    let (n, filled) = match read {
+                        Read::Body(n) => {
+                            // Mid-frame: nothing to decode or dispatch until the frame's end arrives.
+                            self.proto.handle_body_read(n, std::time::Instant::now());
+                            continue;
+                        }
+                        Read::Buffer { n, filled } => (n, filled),
+                    };
+                    self.adapt_read_chunk(n, filled);
                     // Before this read's deliveries: the acks the consumers made since the last one.
                     self.sweep_acks(Sweep::AtRead);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
@@ -1315,6 +1323,36 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     let mut slices = [std::io::IoSlice::new(&[]); MAX_IO_SLICES];
     let n = out.io_slices(&mut slices);
     writer.write_vectored(&slices[..n]).await.map(Some)
+}
+
+/// What one read from the socket did.
+enum Read {
+    /// `n` bytes into the read buffer; `filled`: they took all the room there was (more is probably
+    /// waiting; never set for a read the state machine limited).
+    Buffer { n: usize, filled: bool },
+    /// Bytes straight into a message's body ([`ReadTarget::Body`]).
+    Body(usize),
+}
+
+/// Reads once, where the state machine says ([`Connection::read_target`]).
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    chunk: usize,
+    proto: &mut Connection,
+) -> std::io::Result<Read> {
+    match proto.read_target() {
+        ReadTarget::Body(mut room) => Ok(Read::Body(reader.read_buf(&mut room).await?)),
+        ReadTarget::Buffer(None) => {
+            let (n, filled) = read_into(reader, buf, chunk).await?;
+            Ok(Read::Buffer { n, filled })
+        }
+        ReadTarget::Buffer(Some(limit)) => {
+            buf.reserve(limit);
+            let n = reader.read_buf(&mut (&mut *buf).limit(limit)).await?;
+            Ok(Read::Buffer { n, filled: false })
+        }
+    }
 }
 
 /// Reads into `buf`, first making room for `chunk` bytes if less than a quarter of that is free. Returns

@@ -99,32 +99,88 @@ impl PartialContent {
         if self.received > size {
             return Err(ContentError::BodyOverrun);
         }
-        self.body = match std::mem::replace(&mut self.body, Body::Empty) {
-            Body::Empty => Body::One(payload),
-            Body::One(first) => {
-                // Copied, not kept as slices of the read buffer: a peer interleaving small body frames
-                // with other traffic could make each slice pin a whole read allocation. Room for up to
-                // four times what has arrived (never more than declared) lets a 1 MiB body of 128 KiB
-                // frames land in one allocation instead of doubling (and copying) its way there, while
-                // what a peer's claim can make us allocate stays a small multiple of what it sent.
-                let received = first.len() + payload.len();
-                let room = (size as usize).min(received.saturating_mul(GROWTH));
-                let mut many = BytesMut::with_capacity(room);
-                many.extend_from_slice(&first);
-                many.extend_from_slice(&payload);
-                Body::Many(many)
-            }
-            Body::Many(mut many) => {
-                if many.capacity() - many.len() < payload.len() {
-                    let wanted =
-                        (size as usize - many.len()).min(many.len().saturating_mul(GROWTH));
-                    many.reserve(wanted.max(payload.len()));
-                }
-                many.extend_from_slice(&payload);
-                Body::Many(many)
-            }
-        };
+        if matches!(self.body, Body::Empty) {
+            self.body = Body::One(payload);
+        } else {
+            self.extend_body(&payload);
+        }
         Ok(self.received == size)
+    }
+
+    /// The body size the header declared, once it has arrived.
+    pub fn declared_size(&self) -> Option<u64> {
+        self.header.as_ref().map(|h| h.body_size)
+    }
+
+    /// Starts a body frame of `size` payload bytes that will arrive piecemeal, appended with
+    /// [`PartialContent::extend_body`] or written into [`PartialContent::body_room`], instead of being
+    /// handed over whole with [`PartialContent::body`]. Checked against the header as `body` checks a whole
+    /// frame; on `Err` nothing changed.
+    pub fn begin_body_frame(&mut self, size: usize) -> Result<(), ContentError> {
+        let Some(header) = &self.header else {
+            return Err(ContentError::BodyBeforeHeader);
+        };
+        let received = self.received + size as u64;
+        if received > header.body_size {
+            return Err(ContentError::BodyOverrun);
+        }
+        self.received = received;
+        Ok(())
+    }
+
+    /// Appends bytes of the frame begun with [`PartialContent::begin_body_frame`].
+    pub fn extend_body(&mut self, bytes: &[u8]) {
+        self.body_room(bytes.len()).extend_from_slice(bytes);
+    }
+
+    /// The body so far, with room for at least `want` more bytes (of the frame begun with
+    /// [`PartialContent::begin_body_frame`], which bounds `want`): bytes written into its spare capacity
+    /// (and the length advanced) are part of the body.
+    ///
+    /// A body of more than one frame is copied together, not kept as slices of the read buffer: a peer
+    /// interleaving small body frames with other traffic could make each slice pin a whole read
+    /// allocation. It grows to at most four times what has arrived with `want` (a frame's payload, which
+    /// the frame limit bounds), plus one `want`, never past the declared size: a 1 MiB body of 128 KiB
+    /// frames lands in one allocation instead of doubling (and copying) its way there, while what a
+    /// peer's claim can make us allocate stays a small multiple of what it sent.
+    pub fn body_room(&mut self, want: usize) -> &mut BytesMut {
+        let size = self.header.as_ref().map_or(0, |h| h.body_size) as usize;
+        let room = |len: usize| {
+            let wanted = len + want;
+            wanted
+                .saturating_mul(GROWTH)
+                .saturating_add(want)
+                .min(size)
+                .max(wanted)
+        };
+        if !matches!(self.body, Body::Many(_)) {
+            let first = match std::mem::replace(&mut self.body, Body::Empty) {
+                Body::One(first) => first,
+                _ => Bytes::new(),
+            };
+            let mut many = BytesMut::with_capacity(room(first.len()));
+            many.extend_from_slice(&first);
+            self.body = Body::Many(many);
+        }
+        let Body::Many(many) = &mut self.body else {
+            unreachable!("made Many just above")
+        };
+        if many.capacity() - many.len() < want {
+            many.reserve(room(many.len()) - many.len());
+        }
+        many
+    }
+
+    /// Whether every declared body byte has arrived (after the last frame begun is complete).
+    pub fn is_whole(&self) -> bool {
+        let len = match &self.body {
+            Body::Empty => 0,
+            Body::One(b) => b.len(),
+            Body::Many(m) => m.len(),
+        };
+        self.header
+            .as_ref()
+            .is_some_and(|h| h.body_size == self.received && len as u64 == self.received)
     }
 
     /// The message, once [`PartialContent::header`] or [`PartialContent::body`] said it is whole.

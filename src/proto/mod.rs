@@ -17,6 +17,8 @@ pub use byte_queue::ByteQueue;
 pub use channel_ids::ChannelIds;
 pub use channel_map::ChannelMap;
 pub use confirm::{ConfirmTracker, Settlement};
-pub use connection::{ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams};
+pub use connection::{
+    ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams, ReadTarget,
+};
 pub use content::{Content, ContentError, PartialContent};
 pub use handshake::{client_properties, negotiate, Mechanism, TunePreferences, Tuned};
