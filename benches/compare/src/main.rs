@@ -328,6 +328,7 @@ fn main() {
 
 async fn run(opts: Opts) {
     let load_before = loadavg();
+    let ticks_before = cpu_ticks();
     let started = std::time::Instant::now();
     let admin = if opts.real {
         match Connection::connect(&opts.broker.uri()).await {
@@ -410,6 +411,7 @@ async fn run(opts: Opts) {
             &results,
             broker_version,
             load_before,
+            steal_share(ticks_before),
             started.elapsed()
         )
     );
@@ -799,6 +801,7 @@ fn report(
     results: &Results,
     broker_version: Option<String>,
     load_before: String,
+    steal: String,
     took: Duration,
 ) -> String {
     let mut out = String::new();
@@ -830,7 +833,7 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "- machine: {} CPU(s), {}; load average before {load_before}, after {}",
+        "- machine: {} CPU(s), {}; load average before {load_before}, after {}; {steal}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model(),
         loadavg()
@@ -984,6 +987,33 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The machine's CPU time so far, in clock ticks: (all of it, the part stolen by the hypervisor), from
+/// the first line of `/proc/stat` (user nice system idle iowait irq softirq steal ...).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    (fields.len() == 8).then(|| (fields.iter().sum(), fields[7]))
+}
+
+/// How much of the machine's CPU time since `before` the hypervisor gave to someone else (steal time): a
+/// virtual machine's figures are only comparable between runs with similar steal.
+fn steal_share(before: Option<(u64, u64)>) -> String {
+    match (before, cpu_ticks()) {
+        (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => format!(
+            "steal time {:.1}% of CPU time during the run",
+            100.0 * (s1 - s0) as f64 / (t1 - t0) as f64
+        ),
+        _ => "steal time unknown".into(),
+    }
 }
 
 fn loadavg() -> String {
