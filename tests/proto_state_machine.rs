@@ -779,6 +779,42 @@ fn large_body_frames_go_straight_into_the_message() {
 }
 
 #[test]
+fn a_large_frame_claim_gets_a_read_s_worth_of_room_not_its_size() {
+    // frame-max 0: inbound frames are capped by the 1 MiB message limit only.
+    let (mut s, _) = Script::open(
+        NO_PREFS,
+        Tuned {
+            frame_max: 0,
+            ..RABBIT_TUNE
+        },
+    );
+    open_channel(&mut s, 1);
+    let size = MAX_MESSAGE_SIZE as usize;
+    let frames = deliver_frames(1, &pattern(size), &[16, size - 16]);
+    let bytes = wire(&frames);
+    // The method, the header, a 16-byte frame and the next frame's header claiming the rest: 8 bytes
+    // of it are all that arrived.
+    let head = frame_bytes(&frames[..3]).len() + 7;
+    s.send_raw(&bytes[..head]).unwrap();
+    let ReadTarget::Body(room) = s.conn.read_target() else {
+        panic!("the claimed frame should be read straight into the body");
+    };
+    let capacity = room.get_ref().capacity();
+    assert!(
+        capacity <= 256 * 1024,
+        "{capacity} bytes of room for a {size}-byte claim after 16 body bytes"
+    );
+    let direct = s
+        .read_like_the_driver(&bytes[head..], || 64 * 1024, || true)
+        .unwrap();
+    assert_eq!(direct, size - 16);
+    let [Event::Content { content, .. }] = &s.events()[..] else {
+        panic!("expected one content event");
+    };
+    assert_eq!(content.body, pattern(size));
+}
+
+#[test]
 fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
     let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
     open_channel(&mut s, 1);
@@ -795,10 +831,41 @@ fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
         .unwrap_err();
     assert_violation(&err, ReplyCode::FRAME_ERROR);
     assert!(s.events().is_empty());
+    // The client sent connection.close; the driver drops what it had read and waits for close-ok, which
+    // is a frame again, not the end octet owed.
+    s.pending.clear();
+    assert!(matches!(
+        &s.received_methods()[..],
+        [(0, Method::ConnectionClose(_))]
+    ));
+    s.send(0, connection::CloseOk).unwrap();
+    assert!(s.conn.is_closed());
 }
 
 #[test]
-fn a_direct_body_frame_that_overruns_the_declared_size_is_a_505_violation() {
+fn a_direct_payload_whose_end_octet_comes_in_the_next_read() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let body = pattern(200_000);
+    let frames = deliver_frames(1, &body, &[100_000, 100_000]);
+    let bytes = wire(&frames);
+    // The first body frame whole but for its end octet: nothing left to read into the body.
+    let first_end = frame_bytes(&frames[..3]).len() - 1;
+    s.send_raw(&bytes[..first_end]).unwrap();
+    assert!(matches!(s.conn.read_target(), ReadTarget::Buffer(Some(8))));
+    let direct = s
+        .read_like_the_driver(&bytes[first_end..], || 64 * 1024, || true)
+        .unwrap();
+    assert_eq!(direct, 100_000, "the second frame's payload, all of it");
+    let events = s.events();
+    let [Event::Content { content, .. }] = &events[..] else {
+        panic!("expected one content event, got {events:?}");
+    };
+    assert_eq!(content.body, body);
+}
+
+#[test]
+fn a_large_body_frame_that_overruns_the_declared_size_is_still_a_505_violation() {
     let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
     open_channel(&mut s, 1);
     let mut frames = deliver_frames(1, &pattern(40_000), &[20_000, 20_000]);
@@ -843,16 +910,19 @@ proptest::proptest! {
 
     /// However the bytes are split into reads, and whether each read goes where `read_target` says or
     /// into the read buffer, a multi-frame message (with a heartbeat between two of its frames) arrives
-    /// whole and the decoder goes on with the next one.
+    /// whole and the decoder goes on with the next one; and small reads that take every offer do put
+    /// bytes straight into the body.
     #[test]
     fn bodies_arrive_whole_whichever_target_takes_the_bytes(
-        frame_sizes in proptest::collection::vec(1usize..=RABBIT_BODY_FRAME, 1..5),
+        mut frame_sizes in proptest::collection::vec(16_384usize..=RABBIT_BODY_FRAME, 2..5),
+        small_tail in 0usize..2000,
         heartbeat_after in 0usize..5,
         chunks in proptest::collection::vec(1usize..200_000, 1..64),
         direct in proptest::collection::vec(proptest::bool::ANY, 1..64),
     ) {
-        let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
-        open_channel(&mut s, 1);
+        if small_tail > 0 {
+            frame_sizes.push(small_tail);
+        }
         let body = pattern(frame_sizes.iter().sum());
         let mut frames = deliver_frames(1, &body, &frame_sizes);
         if heartbeat_after < frame_sizes.len() {
@@ -861,16 +931,30 @@ proptest::proptest! {
         frames.extend(deliver_frames(1, b"next", &[4]));
         let bytes = wire(&frames);
         let (mut c, mut d) = (chunks.iter().cycle(), direct.iter().cycle());
+        let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+        open_channel(&mut s, 1);
         s.read_like_the_driver(&bytes, || *c.next().unwrap(), || *d.next().unwrap()).unwrap();
-        let events = s.events();
-        let [Event::Content { content: big, .. }, Event::Content { content: next, .. }] = &events[..]
-        else {
-            panic!("expected two content events, got {events:?}");
-        };
-        proptest::prop_assert_eq!(&big.body[..], &body[..]);
-        proptest::prop_assert_eq!(&next.body[..], b"next");
-        proptest::prop_assert!(s.pending.is_empty());
+        big_then_next(&mut s, &body)?;
+        // Every offer taken, in small reads: the large frames after the first go straight in.
+        let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+        open_channel(&mut s, 1);
+        let into_body = s.read_like_the_driver(&bytes, || 4096, || true).unwrap();
+        proptest::prop_assert!(into_body > 0, "small reads never went into the body");
+        big_then_next(&mut s, &body)?;
     }
+}
+
+/// The events after `body`'s message and a 4-byte "next" one, with nothing left over.
+fn big_then_next(s: &mut Script, body: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+    let events = s.events();
+    let [Event::Content { content: big, .. }, Event::Content { content: next, .. }] = &events[..]
+    else {
+        panic!("expected two content events, got {events:?}");
+    };
+    proptest::prop_assert_eq!(&big.body[..], body);
+    proptest::prop_assert_eq!(&next.body[..], b"next");
+    proptest::prop_assert!(s.pending.is_empty());
+    Ok(())
 }
 
 #[test]

@@ -340,15 +340,16 @@ where
                             "broker closed the socket without connection.close",
                         )));
                     }
-                    let (n, filled) = match read {
+                    match read {
                         Read::Body(n) => {
                             // Mid-frame: nothing to decode or dispatch until the frame's end arrives.
                             self.proto.handle_body_read(n, std::time::Instant::now());
                             continue;
                         }
-                        Read::Buffer { n, filled } => (n, filled),
-                    };
-                    self.adapt_read_chunk(n, filled);
+                        // A read the state machine limited says nothing about how much is waiting.
+                        Read::Buffer { limited: true, .. } => {}
+                        Read::Buffer { n, filled, .. } => self.adapt_read_chunk(n, filled),
+                    }
                     // Before this read's deliveries: the acks the consumers made since the last one.
                     self.sweep_acks(Sweep::AtRead);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
@@ -1328,8 +1329,12 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 /// What one read from the socket did.
 enum Read {
     /// `n` bytes into the read buffer; `filled`: they took all the room there was (more is probably
-    /// waiting; never set for a read the state machine limited).
-    Buffer { n: usize, filled: bool },
+    /// waiting); `limited`: the state machine asked for at most a few bytes.
+    Buffer {
+        n: usize,
+        filled: bool,
+        limited: bool,
+    },
     /// Bytes straight into a message's body ([`ReadTarget::Body`]).
     Body(usize),
 }
@@ -1345,12 +1350,20 @@ async fn read_some<R: AsyncRead + Unpin>(
         ReadTarget::Body(mut room) => Ok(Read::Body(reader.read_buf(&mut room).await?)),
         ReadTarget::Buffer(None) => {
             let (n, filled) = read_into(reader, buf, chunk).await?;
-            Ok(Read::Buffer { n, filled })
+            Ok(Read::Buffer {
+                n,
+                filled,
+                limited: false,
+            })
         }
         ReadTarget::Buffer(Some(limit)) => {
             buf.reserve(limit);
             let n = reader.read_buf(&mut (&mut *buf).limit(limit)).await?;
-            Ok(Read::Buffer { n, filled: false })
+            Ok(Read::Buffer {
+                n,
+                filled: false,
+                limited: true,
+            })
         }
     }
 }

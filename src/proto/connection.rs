@@ -303,8 +303,9 @@ impl Connection {
     /// from the read buffer (most of the cost of a 1 MiB delivery after the kernel's own copy).
     ///
     /// Either target is correct: bytes of a body frame that land in the read buffer are appended by
-    /// [`Connection::handle_input`] instead. The room made in the body is at most
-    /// `DIRECT_BODY_STEP` ahead of what arrived, and never past the header's declared size.
+    /// [`Connection::handle_input`] instead. The body's room follows [`PartialContent::body_room`]: four
+    /// times what arrived, or `DIRECT_BODY_STEP` (128 KiB) of the frame's claim ahead of it if that is
+    /// more, never past the header's declared size.
     pub fn read_target(&mut self) -> ReadTarget<'_> {
         use bytes::BufMut;
         let Some(DirectBody { channel, remaining }) = self.direct else {
@@ -367,7 +368,7 @@ impl Connection {
         }
         FrameDecoder::skip_body_header(buf);
         let arrived = buf.len().min(size);
-        partial.body_room(size).extend_from_slice(&buf[..arrived]);
+        partial.extend_body(&buf[..arrived]);
         bytes::Buf::advance(buf, arrived);
         self.direct = Some(DirectBody {
             channel,
@@ -404,7 +405,12 @@ impl Connection {
         }
         match FrameDecoder::take_frame_end(buf) {
             Ok(false) => Ok(false),
-            Err(e) => Err(self.fail_frame(e)),
+            Err(e) => {
+                // The connection is failed; what follows (close-ok, if the server answers) is decoded
+                // as frames again, not taken as this frame's end.
+                self.direct = None;
+                Err(self.fail_frame(e))
+            }
             Ok(true) => {
                 let whole = partial.is_some_and(|p| p.is_whole());
                 self.direct = None;

@@ -130,28 +130,33 @@ impl PartialContent {
 
     /// Appends bytes of the frame begun with [`PartialContent::begin_body_frame`].
     pub fn extend_body(&mut self, bytes: &[u8]) {
-        self.body_room(bytes.len()).extend_from_slice(bytes);
+        self.reserve_body(bytes.len(), bytes.len())
+            .extend_from_slice(bytes);
     }
 
-    /// The body so far, with room for at least `want` more bytes (of the frame begun with
-    /// [`PartialContent::begin_body_frame`], which bounds `want`): bytes written into its spare capacity
-    /// (and the length advanced) are part of the body.
+    /// The body so far, with room for at least `want` more bytes of the frame begun with
+    /// [`PartialContent::begin_body_frame`] that have not arrived yet: bytes written into its spare
+    /// capacity (and the length advanced) are part of the body. `want` is the peer's claim (the rest of
+    /// its frame), so the caller keeps it to a read's worth.
+    pub fn body_room(&mut self, want: usize) -> &mut BytesMut {
+        self.reserve_body(want, 0)
+    }
+
+    /// Room for `need` more bytes, `in_hand` of which have arrived.
     ///
     /// A body of more than one frame is copied together, not kept as slices of the read buffer: a peer
     /// interleaving small body frames with other traffic could make each slice pin a whole read
-    /// allocation. It grows to at most four times what has arrived with `want` (a frame's payload, which
-    /// the frame limit bounds), plus one `want`, never past the declared size: a 1 MiB body of 128 KiB
-    /// frames lands in one allocation instead of doubling (and copying) its way there, while what a
-    /// peer's claim can make us allocate stays a small multiple of what it sent.
-    pub fn body_room(&mut self, want: usize) -> &mut BytesMut {
+    /// allocation. It grows to four times what has arrived (never past the declared size), or just
+    /// enough for `need` if that is more: a 1 MiB body of 128 KiB frames gets its room in one or two
+    /// steps instead of doubling (and copying) its way there, while what a peer's claims can make us
+    /// allocate stays within four times what it sent plus what the caller lets it claim.
+    fn reserve_body(&mut self, need: usize, in_hand: usize) -> &mut BytesMut {
         let size = self.header.as_ref().map_or(0, |h| h.body_size) as usize;
         let room = |len: usize| {
-            let wanted = len + want;
-            wanted
+            (len + in_hand)
                 .saturating_mul(GROWTH)
-                .saturating_add(want)
                 .min(size)
-                .max(wanted)
+                .max(len + need)
         };
         if !matches!(self.body, Body::Many(_)) {
             let first = match std::mem::replace(&mut self.body, Body::Empty) {
@@ -165,7 +170,7 @@ impl PartialContent {
         let Body::Many(many) = &mut self.body else {
             unreachable!("made Many just above")
         };
-        if many.capacity() - many.len() < want {
+        if many.capacity() - many.len() < need {
             many.reserve(room(many.len()) - many.len());
         }
         many
