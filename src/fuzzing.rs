@@ -14,7 +14,9 @@ use bytes::BytesMut;
 use crate::{
     codec::{decode, encode, FieldTable, LongStr},
     frame::{ContentHeader, Frame, FrameDecoder, FrameError, PropertyList, FRAME_OVERHEAD},
-    proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences},
+    proto::{
+        self, ConnectionError, Event, HandshakeParams, Mechanism, ReadTarget, TunePreferences,
+    },
     spec::{self, Method},
 };
 
@@ -28,6 +30,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("field_table", check_field_table),
     ("content_header", check_content_header),
     ("connection", check_connection),
+    ("connection_reads", check_connection_reads),
 ];
 
 /// The frame size limits `frame_decode` runs with: the pre-tune minimum and RabbitMQ's default frame_max.
@@ -235,7 +238,7 @@ const FUZZ_MAX_MESSAGE: u64 = 64 * 1024;
 /// to send stays proportional to what it was sent; timeouts later on never panic.
 pub fn check_connection(data: &[u8]) {
     let t0 = Instant::now();
-    let mut conn = handshaken_connection(t0);
+    let mut conn = handshaken_connection(t0, 8192, FUZZ_MAX_MESSAGE);
     let mut buf = BytesMut::from(data);
     let result = conn.handle_input(&mut buf, t0);
     let mut events = 0usize;
@@ -300,8 +303,94 @@ pub fn check_connection(data: &[u8]) {
     }
 }
 
-/// A client connection after start/tune/open-ok, with channels 1 and 2 open and 3 awaiting open-ok.
-fn handshaken_connection(t0: Instant) -> proto::Connection {
+/// The largest message the `connection_reads` target's client accepts: several frames of RabbitMQ's
+/// default frame size.
+const READS_MAX_MESSAGE: u64 = 512 * 1024;
+
+/// `data` is two bytes that shape the reads (a read size and which offers of the message's body to
+/// take), then what a server sends after a valid handshake with RabbitMQ's frame-max (131,072).
+///
+/// The same bytes are fed twice: all at once to [`proto::Connection::handle_input`], and the way the
+/// driver reads them, in reads of at most the chosen size, each put where
+/// [`proto::Connection::read_target`] says (straight into a message's body when the mask takes the
+/// offer, so large body frames are read past the read buffer) or into the read buffer. How the bytes
+/// arrive and where they land must not change what they mean: the two runs give the same events, the
+/// same outcome (the same violation code), and queue the same bytes to send. The room a body target
+/// offers stays within four times what was fed plus one read step.
+pub fn check_connection_reads(data: &[u8]) {
+    let [size, mask, server @ ..] = data else {
+        return;
+    };
+    let read = 1 + usize::from(*size) * 1024;
+    let t0 = Instant::now();
+
+    let mut whole = handshaken_connection(t0, 131_072, READS_MAX_MESSAGE);
+    let mut buf = BytesMut::from(server);
+    let whole_result = whole.handle_input(&mut buf, t0);
+
+    let mut reads = handshaken_connection(t0, 131_072, READS_MAX_MESSAGE);
+    let mut buf = BytesMut::new();
+    let (mut at, mut offers) = (0, 0u32);
+    let mut reads_result = Ok(());
+    while at < server.len() && reads_result.is_ok() {
+        let left = server.len() - at;
+        match reads.read_target() {
+            ReadTarget::Body(mut room) if mask & (1 << (offers % 8)) != 0 => {
+                use bytes::BufMut;
+                offers += 1;
+                assert!(
+                    room.get_ref().capacity() <= 4 * at + 256 * 1024,
+                    "{} bytes of room after {at} bytes fed",
+                    room.get_ref().capacity()
+                );
+                let n = read.min(left).min(room.remaining_mut());
+                assert!(n > 0, "a body target without room");
+                room.put_slice(&server[at..at + n]);
+                reads.handle_body_read(n, t0);
+                at += n;
+            }
+            target => {
+                if matches!(target, ReadTarget::Body(_)) {
+                    offers += 1;
+                }
+                let limit = match target {
+                    ReadTarget::Buffer(Some(limit)) => limit,
+                    _ => read,
+                };
+                let n = read.min(limit).min(left);
+                buf.extend_from_slice(&server[at..at + n]);
+                at += n;
+                reads_result = reads.handle_input(&mut buf, t0);
+            }
+        }
+    }
+    let events =
+        |conn: &mut proto::Connection| std::iter::from_fn(|| conn.poll_event()).collect::<Vec<_>>();
+    assert_eq!(
+        events(&mut whole),
+        events(&mut reads),
+        "the reads changed the events"
+    );
+    let code = |r: &Result<(), ConnectionError>| match r {
+        Ok(()) => None,
+        Err(ConnectionError::Violation { code, .. }) => Some(Some(*code)),
+        Err(_) => Some(None),
+    };
+    assert_eq!(
+        code(&whole_result),
+        code(&reads_result),
+        "the reads changed the outcome"
+    );
+    assert_eq!(
+        whole.transmit().split(),
+        reads.transmit().split(),
+        "the reads changed what the client sends"
+    );
+}
+
+/// A client connection after start/tune/open-ok (the server proposing `frame_max`), with channels 1 and
+/// 2 open and 3 awaiting open-ok.
+fn handshaken_connection(t0: Instant, frame_max: u32, max_message_size: u64) -> proto::Connection {
     let params = HandshakeParams {
         mechanism: Mechanism::Plain,
         username: "guest".into(),
@@ -314,7 +403,7 @@ fn handshaken_connection(t0: Instant) -> proto::Connection {
             frame_max: 0,
             heartbeat: Some(10),
         },
-        max_message_size: FUZZ_MAX_MESSAGE,
+        max_message_size,
     };
     let mut conn = proto::Connection::new(params, t0);
     let mut server = BytesMut::new();
@@ -327,7 +416,7 @@ fn handshaken_connection(t0: Instant) -> proto::Connection {
     };
     let tune = spec::connection::Tune {
         channel_max: 16,
-        frame_max: 8192,
+        frame_max,
         heartbeat: 10,
     };
     for method in [

@@ -579,6 +579,50 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
     Frame::Heartbeat.encode(&mut stream);
     seeds.write("frame_decode", "gen-stream-deliver", &stream)?;
 
+    // `connection_reads`: (read size byte, offer mask byte) then a stream whose body frames are large
+    // enough to be read straight into the message, with a heartbeat between them and a delivery after.
+    let large = |bad_end: bool| {
+        let mut stream = BytesMut::new();
+        let deliver = |tag| {
+            Method::BasicDeliver(basic::Deliver {
+                consumer_tag: s("ctag-1"),
+                delivery_tag: tag,
+                redelivered: false,
+                exchange: s(""),
+                routing_key: s("q"),
+            })
+        };
+        let body: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        encode_method(&mut stream, 1, &deliver(1));
+        let header = ContentHeader::new(
+            basic::Publish::CLASS_ID,
+            40_000,
+            &BasicProperties::default(),
+        );
+        encode_content_header(&mut stream, 1, &header);
+        encode_body(&mut stream, 1, &body[..20_000]);
+        if bad_end {
+            let end = stream.len() - 1;
+            stream[end] = 0;
+        }
+        Frame::Heartbeat.encode(&mut stream);
+        encode_body(&mut stream, 1, &body[20_000..]);
+        encode_method(&mut stream, 1, &deliver(2));
+        let header = ContentHeader::new(basic::Publish::CLASS_ID, 4, &BasicProperties::default());
+        encode_content_header(&mut stream, 1, &header);
+        encode_body(&mut stream, 1, b"next");
+        stream
+    };
+    for (name, size, mask, bad_end) in [
+        ("gen-reads-large-frames-4k-all", 3u8, 0xffu8, false),
+        ("gen-reads-large-frames-1k-some", 0, 0x5a, false),
+        ("gen-reads-bad-end-16k-all", 15, 0xff, true),
+    ] {
+        let mut input = vec![size, mask];
+        input.extend_from_slice(&large(bad_end));
+        seeds.write("connection_reads", name, &input)?;
+    }
+
     buf.clear();
     Frame::Heartbeat.encode(&mut buf);
     seeds.write("frame_decode", "gen-heartbeat", &buf)?;
