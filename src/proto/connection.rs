@@ -204,8 +204,22 @@ pub enum ReadTarget<'a> {
 /// A body frame at least this large, of a message with more than one, is taken straight into its message
 /// when its payload has not all arrived with its header (instead of into the read buffer and then copied).
 const DIRECT_BODY_MIN: usize = 16 * 1024;
-/// The most room [`Connection::read_target`] makes in a message's body ahead of the bytes received.
+/// The most of a frame's claim [`Connection::read_target`] makes room for in its message's body at once
+/// (beyond the body's growth with what arrived).
 const DIRECT_BODY_STEP: usize = 128 * 1024;
+
+/// The message arriving on `channel`, if its content is still wanted: the connection open and the channel
+/// not closing (otherwise the decoder's path drops content, and the direct path drops it too).
+fn content_in_progress(
+    channels: &mut ChannelMap<ChannelState>,
+    state: State,
+    channel: u16,
+) -> Option<&mut PartialContent> {
+    channels
+        .get_mut(channel)
+        .filter(|s| state == State::Open && s.closing.is_none())
+        .and_then(|s| s.content.as_mut())
+}
 
 impl Connection {
     /// A connection about to start: the protocol header is already queued for transmission.
@@ -311,13 +325,7 @@ impl Connection {
         let Some(DirectBody { channel, remaining }) = self.direct else {
             return ReadTarget::Buffer(None);
         };
-        let open = self.state == State::Open;
-        let Some(partial) = self
-            .channels
-            .get_mut(channel)
-            .filter(|s| open && s.closing.is_none())
-            .and_then(|s| s.content.as_mut())
-        else {
+        let Some(partial) = content_in_progress(&mut self.channels, self.state, channel) else {
             return ReadTarget::Buffer(None);
         };
         if remaining == 0 {
@@ -345,15 +353,10 @@ impl Connection {
         let Some((channel, size)) = self.decoder.incomplete_body(buf) else {
             return;
         };
-        if size < DIRECT_BODY_MIN || channel == 0 || self.state != State::Open {
+        if size < DIRECT_BODY_MIN || channel == 0 {
             return;
         }
-        let Some(partial) = self
-            .channels
-            .get_mut(channel)
-            .filter(|s| s.closing.is_none())
-            .and_then(|s| s.content.as_mut())
-        else {
+        let Some(partial) = content_in_progress(&mut self.channels, self.state, channel) else {
             return;
         };
         // A single-frame body is shared with the read buffer already, at no copy.
@@ -386,12 +389,7 @@ impl Connection {
             return Ok(true);
         };
         let channel = direct.channel;
-        let open = self.state == State::Open;
-        let mut partial = self
-            .channels
-            .get_mut(channel)
-            .filter(|s| open && s.closing.is_none())
-            .and_then(|s| s.content.as_mut());
+        let mut partial = content_in_progress(&mut self.channels, self.state, channel);
         if direct.remaining > 0 {
             let n = direct.remaining.min(buf.len());
             if let Some(partial) = partial.as_mut() {
