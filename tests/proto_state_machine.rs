@@ -735,10 +735,7 @@ fn content_in_one_input_buffer() {
         s.send_raw(&[*byte]).unwrap();
     }
     assert!(s.pending.is_empty());
-    let events = s.events();
-    let [Event::Content { content, .. }] = &events[..] else {
-        panic!("expected one content event, got {events:?}");
-    };
+    let content = s.one_content();
     assert_eq!(content.body, body);
 }
 
@@ -808,9 +805,7 @@ fn a_large_frame_claim_gets_a_read_s_worth_of_room_not_its_size() {
         .read_like_the_driver(&bytes[head..], || 64 * 1024, || true)
         .unwrap();
     assert_eq!(direct, size - 16);
-    let [Event::Content { content, .. }] = &s.events()[..] else {
-        panic!("expected one content event");
-    };
+    let content = s.one_content();
     assert_eq!(content.body, pattern(size));
 }
 
@@ -857,10 +852,7 @@ fn a_direct_payload_whose_end_octet_comes_in_the_next_read() {
         .read_like_the_driver(&bytes[first_end..], || 64 * 1024, || true)
         .unwrap();
     assert_eq!(direct, 100_000, "the second frame's payload, all of it");
-    let events = s.events();
-    let [Event::Content { content, .. }] = &events[..] else {
-        panic!("expected one content event, got {events:?}");
-    };
+    let content = s.one_content();
     assert_eq!(content.body, body);
 }
 
@@ -1046,10 +1038,7 @@ fn body_at_max_message_size_is_accepted() {
     let mut sizes = vec![chunk; body.len() / chunk];
     sizes.push(body.len() % chunk);
     s.send_frames(&deliver_frames(1, &body, &sizes)).unwrap();
-    let events = s.events();
-    let [Event::Content { content, .. }] = &events[..] else {
-        panic!("expected one content event");
-    };
+    let content = s.one_content();
     assert_eq!(content.body, body);
 }
 
@@ -1286,10 +1275,7 @@ fn frame_max_zero_with_a_small_message_limit_still_accepts_minimum_size_frames()
         body_frame(1, &pattern(10)),
     ])
     .unwrap();
-    let events = s.events();
-    let [Event::Content { content, .. }] = &events[..] else {
-        panic!("expected one content event, got {events:?}");
-    };
+    let content = s.one_content();
     assert_eq!(*content.header.properties.decode().unwrap(), props);
 }
 
@@ -1794,6 +1780,16 @@ impl Script {
 
     fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.conn.poll_event()).collect()
+    }
+
+    /// The one event there is, a content event.
+    fn one_content(&mut self) -> coney::proto::Content {
+        let events = self.events();
+        match <[Event; 1]>::try_from(events) {
+            Ok([Event::Content { content, .. }]) => content,
+            Ok(other) => panic!("expected one content event, got {other:?}"),
+            Err(events) => panic!("expected one content event, got {events:?}"),
+        }
     }
 }
 
