@@ -809,12 +809,19 @@ fn a_large_frame_claim_gets_a_read_s_worth_of_room_not_its_size() {
     assert_eq!(content.body, pattern(size));
 }
 
-#[test]
-fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
+/// An open connection with channel 1 open, and the frames of a 200,000-byte delivery on it in two
+/// 100,000-byte body frames (both large enough to be read straight into the message), not yet sent.
+fn two_frame_delivery() -> (Script, Vec<u8>, Vec<Frame>) {
     let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
     open_channel(&mut s, 1);
     let body = pattern(200_000);
     let frames = deliver_frames(1, &body, &[100_000, 100_000]);
+    (s, body, frames)
+}
+
+#[test]
+fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
+    let (mut s, _, frames) = two_frame_delivery();
     let mut bytes = wire(&frames);
     let first_end = frame_bytes(&frames[..3]).len() - 1;
     bytes[first_end] = 0x00;
@@ -839,10 +846,7 @@ fn a_bad_frame_end_after_a_direct_payload_is_a_501_violation() {
 
 #[test]
 fn a_direct_payload_whose_end_octet_comes_in_the_next_read() {
-    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
-    open_channel(&mut s, 1);
-    let body = pattern(200_000);
-    let frames = deliver_frames(1, &body, &[100_000, 100_000]);
+    let (mut s, body, frames) = two_frame_delivery();
     let bytes = wire(&frames);
     // The first body frame whole but for its end octet: nothing left to read into the body.
     let first_end = frame_bytes(&frames[..3]).len() - 1;
@@ -873,9 +877,7 @@ fn a_large_body_frame_that_overruns_the_declared_size_is_still_a_505_violation()
 
 #[test]
 fn client_close_mid_direct_body_frame_discards_the_rest() {
-    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
-    open_channel(&mut s, 1);
-    let frames = deliver_frames(1, &pattern(200_000), &[100_000, 100_000]);
+    let (mut s, _, frames) = two_frame_delivery();
     let bytes = wire(&frames);
     let head = frame_bytes(&frames[..2]).len() + 7 + 10;
     s.send_raw(&bytes[..head]).unwrap();
