@@ -97,10 +97,24 @@ pub fn check_method_decode(data: &[u8]) {
 
 /// `data` starts with a field table (32-bit length, then entries).
 ///
-/// A table that decodes must re-encode to exactly the bytes it was decoded from: every field value type
-/// has one encoding, and decoding keeps key order and duplicate keys.
+/// [`decode::skip_table`] must agree with [`decode::table`] on every input (the same end, or the same
+/// error), and a table that decodes must re-encode to exactly the bytes it was decoded from: every field
+/// value type has one encoding, and decoding keeps key order and duplicate keys.
 pub fn check_field_table(data: &[u8]) {
-    let Ok((rest, table)) = decode::table(data) else {
+    // A delivery's property list is checked where it arrives and built later on the consumer's thread, so
+    // the walker that checks a table without building it must give the parser's verdict: the same end on
+    // success, the same error on failure.
+    let decoded = decode::table(data);
+    let checked = decode::skip_table(data).map(|(rest, ())| rest.len());
+    assert_eq!(
+        checked,
+        decoded
+            .as_ref()
+            .map(|(rest, _)| rest.len())
+            .map_err(Clone::clone),
+        "skip_table and table disagree"
+    );
+    let Ok((rest, table)) = decoded else {
         return;
     };
     let consumed = &data[..data.len() - rest.len()];
