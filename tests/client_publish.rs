@@ -67,8 +67,7 @@ async fn publish_to_a_missing_exchange_closes_the_channel_with_404() {
                 &b"x"[..],
             )
             .await
-            .err()
-            .expect("publishing on a closed channel fails");
+            .expect_err("publishing on a closed channel fails");
         assert_eq!(err.reply_code(), Some(ReplyCode::NOT_FOUND), "{err:?}");
 
         let ch2 = conn.open_channel().await.expect("next channel");
@@ -206,6 +205,60 @@ async fn properties_and_headers_round_trip() {
     .await
 }
 
+/// A header frame larger than the negotiated frame-max would make RabbitMQ close the whole connection with
+/// 501 frame-error. It is refused before it is sent, with the message's size in the error, and the channel
+/// and the connection go on working. Names longer than a short string are refused the same way.
+#[tokio::test]
+async fn properties_too_large_for_frame_max_are_refused_and_the_channel_goes_on() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let frame_max = conn.tuned().frame_max;
+        assert!(frame_max > 0, "RabbitMQ sets a frame-max");
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("big-props");
+        declare_exclusive(&ch, &q).await;
+        let huge = BasicProperties::default()
+            .with_headers(FieldTable::new().with("x-big", "v".repeat(frame_max as usize)));
+        let refused = ch
+            .basic_publish("", &q, BasicPublishOptions::default(), huge, "x")
+            .await;
+        match refused {
+            Err(Error::InvalidArgument(text)) => {
+                assert!(text.contains("frame-max"), "{text}")
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        let long_key = "k".repeat(256);
+        let refused = ch
+            .basic_publish(
+                "",
+                &long_key,
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "x",
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(Error::InvalidArgument(_))),
+            "{refused:?}"
+        );
+        // Just under the limit is sent, and arrives.
+        let fits = BasicProperties::default()
+            .with_headers(FieldTable::new().with("x-big", "v".repeat(frame_max as usize - 200)));
+        let confirm = ch
+            .basic_publish("", &q, BasicPublishOptions::default(), fits, "y")
+            .await
+            .expect("publish under the limit");
+        assert_eq!(confirm.await.expect("settled"), Confirmation::Ack);
+        let mut consumer = consume(&ch, &q, 10).await;
+        let d = consumer.next().await.expect("open").expect("delivery");
+        assert_eq!(d.body, Bytes::from_static(b"y"));
+        d.ack().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_confirmed_publishes_arrive_intact_and_in_order() {
     const N: u64 = 100_000;
@@ -337,6 +390,58 @@ async fn sixteen_mib_message_arrives_intact() {
             .expect("a message");
         assert!(m.body == bodies[1], "basic.get body differs");
         m.ack().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// With a command queue of two and a confirm window of eight, publishes keep finding no room and wait (the
+/// paths a publish takes when it cannot be done at its first poll); none is lost, duplicated or reordered,
+/// and every confirm settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_that_wait_for_room_arrive_once_and_in_order() {
+    const N: u64 = 5000;
+    with_timeout(async {
+        let mut config = config().with_confirm_window(8);
+        config.command_queue = 2;
+        let conn = coney::Connection::connect_with(config)
+            .await
+            .expect("connect");
+        let ch = conn.open_channel().await.expect("channel");
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("waiting");
+        declare_exclusive(&ch, &q).await;
+        let mut pending = VecDeque::new();
+        for i in 0..N {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &q,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    seq_body(i, 32),
+                )
+                .await
+                .expect("publish");
+            pending.push_back(confirm);
+            if pending.len() > 64 {
+                let c = pending.pop_front().expect("non-empty");
+                assert_eq!(c.await.expect("settled"), Confirmation::Ack);
+            }
+        }
+        for c in pending {
+            assert_eq!(c.await.expect("settled"), Confirmation::Ack);
+        }
+        let mut consumer = consume(&ch, &q, 500).await;
+        for i in 0..N {
+            let d = consumer.next().await.expect("open").expect("delivery");
+            assert_eq!(
+                check_seq_body(&d.body, 32),
+                i,
+                "lost, duplicated or out of order"
+            );
+            d.ack().await.expect("ack");
+        }
         conn.close().await.expect("close");
     })
     .await

@@ -13,7 +13,7 @@ use coney::{
     codec::{FieldTable, FieldValue, LongStr, ShortStr},
     frame::{
         encode_body, encode_content_header, encode_heartbeat, encode_method, ContentHeader, Frame,
-        FrameDecoder, PropertyList,
+        FrameDecoder, PropertyList, PublishHead,
     },
     proto::{
         ByteQueue, ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams,
@@ -1361,6 +1361,19 @@ fn garbage_input_does_not_panic() {
 // Outbound content splitting
 // ---------------------------------------------------------------------------------------------------------
 
+/// The method and header frames of `publish` with [`properties`], as a publishing handle encodes them.
+fn head(channel: u16, publish: &basic::Publish, body_len: usize) -> PublishHead {
+    PublishHead::encode(
+        &mut BytesMut::new(),
+        channel,
+        publish,
+        &properties(),
+        body_len as u64,
+        0,
+    )
+    .expect("no frame-max, no limit")
+}
+
 #[test]
 fn send_publish_splits_the_body_at_frame_max_minus_8() {
     let (mut s, tuned) = Script::open(
@@ -1379,8 +1392,11 @@ fn send_publish_splits_the_body_at_frame_max_minus_8() {
             mandatory: true,
             immediate: false,
         };
-        s.conn
-            .send_publish(1, &publish, &properties(), &Bytes::from(body.clone()));
+        s.conn.send_publish(
+            1,
+            &head(1, &publish, body.len()),
+            &Bytes::from(body.clone()),
+        );
         // Decoded with the negotiated limit: every frame fits in frame-max.
         let frames = s.received_with(FrameDecoder::new(4096));
         let expected_bodies = len.div_ceil(4088);
@@ -1457,8 +1473,11 @@ fn same_bytes_from_send_publish_and_send_content(frame_max: u32, len: usize) {
         mandatory: false,
         immediate: false,
     };
-    s.conn
-        .send_publish(2, &publish, &properties(), &Bytes::from(body.clone()));
+    s.conn.send_publish(
+        2,
+        &head(2, &publish, body.len()),
+        &Bytes::from(body.clone()),
+    );
     let fast = s.conn.transmit().split();
     s.conn
         .send_content(2, &publish.clone().into(), &properties(), &body);
@@ -1484,8 +1503,11 @@ fn send_publish_with_frame_max_zero_uses_a_sane_split() {
         mandatory: false,
         immediate: false,
     };
-    s.conn
-        .send_publish(1, &publish, &properties(), &Bytes::from(body.clone()));
+    s.conn.send_publish(
+        1,
+        &head(1, &publish, body.len()),
+        &Bytes::from(body.clone()),
+    );
     let frames = s.received_with(FrameDecoder::new(u32::MAX));
     let bodies: Vec<&Bytes> = frames
         .iter()

@@ -1,9 +1,12 @@
 //! The channel handle: every AMQP method of the exchange, queue, basic, tx and confirm classes.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    sync::{atomic::Ordering, Arc},
+    task::Poll,
+};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tracing::debug;
 
 use crate::{
@@ -15,6 +18,7 @@ use crate::{
     },
     codec::{FieldTable, ShortStr},
     error::Error,
+    frame::PublishHead,
     io::{
         command::{
             ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
@@ -58,9 +62,26 @@ pub struct Channel {
 struct ChannelInner {
     conn: Arc<ConnectionInner>,
     shared: Arc<ChannelShared>,
-    /// The exchange and routing key of the last publish: a publisher usually repeats them, and sharing the
-    /// last `ShortStr`s (a reference count) saves an allocation per publish.
-    last_publish_names: std::sync::Mutex<(ShortStr, ShortStr)>,
+    /// What encoding a publish's head reuses: the last exchange and routing key (a publisher usually
+    /// repeats them, and sharing the last `ShortStr`s saves an allocation per publish) and the buffer.
+    publish_scratch: std::sync::Mutex<PublishScratch>,
+}
+
+/// Where a publish that could not be done at once waits: for publishing to be allowed and a confirm slot
+/// (`Start`), or for room in the command queue (`Queue`).
+enum PublishStage {
+    Start(PublishHead, Bytes),
+    Queue(Command, PublishConfirm),
+}
+
+type PublishWaiting<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishConfirm, Error>> + Send + 'a>>;
+
+#[derive(Default)]
+struct PublishScratch {
+    exchange: ShortStr,
+    routing_key: ShortStr,
+    buf: BytesMut,
 }
 
 impl ChannelInner {
@@ -75,7 +96,18 @@ impl ChannelInner {
     /// With acks queued, the one slot first reserved is given back and two are reserved together (holding
     /// one while waiting for another could deadlock two tasks on a queue of two), so a command can wait
     /// for room twice, each wait bounded by `rpc_timeout`.
+    ///
+    /// A queue with room takes the command at once; only the wait for room is a boxed future (as in
+    /// `ConnectionInner::reserve`), which keeps the future of every publish small.
     async fn submit(&self, cmd: Command) -> Result<(), Error> {
+        match self.try_submit(cmd) {
+            Ok(()) => Ok(()),
+            // Full or closed: the waiting path tells them apart.
+            Err(cmd) => Box::pin(self.submit_waiting(cmd)).await,
+        }
+    }
+
+    async fn submit_waiting(&self, cmd: Command) -> Result<(), Error> {
         let mut cmd = Some(cmd);
         {
             let mut permits = self.conn.reserve(1).await?;
@@ -95,28 +127,30 @@ impl ChannelInner {
         Ok(())
     }
 
-    /// [`ChannelInner::submit`] without waiting, for drop paths: `false` if the command queue is full (or
-    /// has one free slot while acks wait to go ahead of the command) or closed; then nothing was taken or
-    /// sent.
-    fn try_submit(&self, cmd: Command) -> bool {
+    /// [`ChannelInner::submit`] without waiting (and for drop paths): the command back if the command queue
+    /// is full (or has one free slot while acks wait to go ahead of the command) or closed; then nothing was
+    /// taken or sent.
+    // The command comes back by value: boxing it would cost the allocation that commands avoid.
+    #[allow(clippy::result_large_err)]
+    fn try_submit(&self, cmd: Command) -> Result<(), Command> {
         let mut cmd = Some(cmd);
         {
             let Ok(permit) = self.conn.commands.try_reserve() else {
-                return false;
+                return Err(cmd.take().expect("not sent"));
             };
             if self
                 .shared
                 .acks
                 .send_if_empty(|| permit.send(cmd.take().expect("sent once")))
             {
-                return true;
+                return Ok(());
             }
         }
         let Ok(permits) = self.conn.commands.try_reserve_many(2) else {
-            return false;
+            return Err(cmd.take().expect("not sent"));
         };
         self.send_behind_settlements(permits, cmd.take().expect("not sent yet"));
-        true
+        Ok(())
     }
 
     /// Sends what the ack queue holds, then `cmd`, through two reserved permits, in one critical section
@@ -152,7 +186,7 @@ impl Drop for ChannelInner {
                 generation: self.shared.generation,
                 reply: None,
             };
-            if !self.try_submit(cmd) {
+            if self.try_submit(cmd).is_err() {
                 debug!(
                     channel = self.shared.id,
                     "could not queue channel close on drop; it closes with the connection"
@@ -181,7 +215,7 @@ impl Channel {
             inner: Arc::new(ChannelInner {
                 conn,
                 shared,
-                last_publish_names: Default::default(),
+                publish_scratch: Default::default(),
             }),
         }
     }
@@ -563,92 +597,184 @@ impl Channel {
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
     /// flow-stopped, and in confirm mode while the confirm window is full (each wait bounded by
     /// `rpc_timeout`). The returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
-    pub async fn basic_publish(
+    ///
+    /// The method and header frames are encoded when this is called, so the future borrows neither the
+    /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes, or
+    /// properties too large for the negotiated frame-max, are an [`Error::InvalidArgument`] from the future.
+    #[allow(clippy::result_large_err)] // `try_publish`'s stage, by value
+    pub fn basic_publish(
         &self,
         exchange: &str,
         routing_key: &str,
         options: BasicPublishOptions,
         properties: BasicProperties,
         body: impl Into<Bytes>,
-    ) -> Result<PublishConfirm, Error> {
-        self.check_open()?;
-        let (exchange, routing_key) = self.publish_names(exchange, routing_key)?;
-        let publish = basic::Publish {
-            exchange,
-            routing_key,
-            mandatory: options.mandatory,
-            immediate: options.immediate,
-        };
-        let timeout = self.inner.conn.config.rpc_timeout;
-        self.wait_until_publishable(timeout).await?;
+    ) -> impl std::future::Future<Output = Result<PublishConfirm, Error>> + Send + '_ {
+        let body = body.into();
+        let mut start = Some(
+            self.check_open()
+                .and_then(|()| {
+                    self.publish_head(exchange, routing_key, options, &properties, &body)
+                })
+                .map(|head| (head, body)),
+        );
+        // A publish that need not wait is done at its first poll, with no future of its own: the future
+        // here is the encoded head and a pointer, where an `async` body would hold its timers, waiters and
+        // moved-from commands, several hundred bytes copied at every move of the future. Only a publish
+        // that must wait makes the (boxed) future that waits.
+        let mut waiting: Option<PublishWaiting<'_>> = None;
+        std::future::poll_fn(move |cx| {
+            if let Some(start) = start.take() {
+                let stage = match start.map(|(head, body)| self.try_publish(head, body)) {
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(Ok(confirm)) => return Poll::Ready(Ok(confirm)),
+                    Ok(Err(stage)) => stage,
+                };
+                waiting = Some(Box::pin(self.publish_waiting(stage)));
+            }
+            let Some(future) = waiting.as_mut() else {
+                return Poll::Ready(Err(Error::InvalidArgument(
+                    "a publish future polled after it completed".into(),
+                )));
+            };
+            let done = std::task::ready!(future.as_mut().poll(cx));
+            waiting = None;
+            Poll::Ready(done)
+        })
+    }
+
+    /// The publish done without waiting, or the stage at which it has to wait (by value, as in `try_submit`).
+    #[allow(clippy::result_large_err)]
+    fn try_publish(&self, head: PublishHead, body: Bytes) -> Result<PublishConfirm, PublishStage> {
+        if !self.is_publishable() {
+            return Err(PublishStage::Start(head, body));
+        }
         let shared = &self.inner.shared;
-        let (confirm, result) = if shared.confirm_mode.load(Ordering::Acquire) {
-            let window = shared.confirm_window.clone();
-            let permit = match window.clone().try_acquire_owned() {
-                Ok(p) => Ok(Ok(p)),
-                Err(tokio::sync::TryAcquireError::Closed) => return Err(shared.error()),
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    tokio::time::timeout(timeout, window.acquire_owned()).await
-                }
-            };
-            let permit = match permit {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(shared.error()),
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        what: "room in the confirm window",
-                        after: timeout,
-                    })
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            (
-                Some(ConfirmWaiter {
-                    reply: tx,
-                    _permit: permit,
-                }),
-                PublishConfirm::new(rx),
-            )
+        let confirm = if shared.confirm_mode.load(Ordering::Acquire) {
+            match shared.confirm_window.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                // Closed: the waiting path reports the channel's error.
+                Err(_) => return Err(PublishStage::Start(head, body)),
+            }
         } else {
-            (None, PublishConfirm::not_requested())
+            None
         };
-        let cmd = Command::Publish(Publish {
-            channel: shared.id,
-            generation: shared.generation,
-            publish,
-            properties,
-            body: body.into(),
-            confirm,
-        });
+        let (cmd, result) = self.publish_command(head, body, confirm);
+        match self.inner.try_submit(cmd) {
+            Ok(()) => Ok(result),
+            Err(cmd) => Err(PublishStage::Queue(cmd, result)),
+        }
+    }
+
+    async fn publish_waiting(&self, stage: PublishStage) -> Result<PublishConfirm, Error> {
+        let (cmd, result) = match stage {
+            PublishStage::Queue(cmd, result) => (cmd, result),
+            PublishStage::Start(head, body) => {
+                let timeout = self.inner.conn.config.rpc_timeout;
+                self.wait_until_publishable(timeout).await?;
+                let shared = &self.inner.shared;
+                let permit = if shared.confirm_mode.load(Ordering::Acquire) {
+                    let window = shared.confirm_window.clone();
+                    match tokio::time::timeout(timeout, window.acquire_owned()).await {
+                        Ok(Ok(p)) => Some(p),
+                        Ok(Err(_)) => return Err(shared.error()),
+                        Err(_) => {
+                            return Err(Error::Timeout {
+                                what: "room in the confirm window",
+                                after: timeout,
+                            })
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.publish_command(head, body, permit)
+            }
+        };
         self.inner.submit(cmd).await?;
         Ok(result)
     }
 
-    /// `exchange` and `routing_key` as short strings, shared with the previous publish's where they are the
-    /// same.
-    fn publish_names(
+    /// The command for a publish and the confirm its caller gets: with a slot of the confirm window in
+    /// confirm mode, resolved by the broker's verdict; without, resolved at once as not requested.
+    fn publish_command(
+        &self,
+        head: PublishHead,
+        body: Bytes,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> (Command, PublishConfirm) {
+        let (confirm, result) = match permit {
+            Some(permit) => {
+                let (tx, rx) = oneshot::channel();
+                (
+                    Some(ConfirmWaiter {
+                        reply: tx,
+                        _permit: permit,
+                    }),
+                    PublishConfirm::new(rx),
+                )
+            }
+            None => (None, PublishConfirm::not_requested()),
+        };
+        let shared = &self.inner.shared;
+        let cmd = Command::Publish(Publish {
+            channel: shared.id,
+            generation: shared.generation,
+            head,
+            body,
+            confirm,
+        });
+        (cmd, result)
+    }
+
+    /// Encodes the publish's method and header frames here, on the publishing task's thread, so the command
+    /// to the driver stays small and the properties are dropped where they were made. The exchange and
+    /// routing key share the previous publish's `ShortStr`s where they are the same.
+    fn publish_head(
         &self,
         exchange: &str,
         routing_key: &str,
-    ) -> Result<(ShortStr, ShortStr), Error> {
-        let mut last = self
+        options: BasicPublishOptions,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) -> Result<PublishHead, Error> {
+        let mut scratch = self
             .inner
-            .last_publish_names
+            .publish_scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.0.as_bytes() != exchange.as_bytes() {
-            last.0 = short("exchange name", exchange)?;
+        let scratch = &mut *scratch;
+        if scratch.exchange.as_bytes() != exchange.as_bytes() {
+            scratch.exchange = short("exchange name", exchange)?;
         }
-        if last.1.as_bytes() != routing_key.as_bytes() {
-            last.1 = short("routing key", routing_key)?;
+        if scratch.routing_key.as_bytes() != routing_key.as_bytes() {
+            scratch.routing_key = short("routing key", routing_key)?;
         }
-        Ok((last.0.clone(), last.1.clone()))
+        let publish = basic::Publish {
+            exchange: scratch.exchange.clone(),
+            routing_key: scratch.routing_key.clone(),
+            mandatory: options.mandatory,
+            immediate: options.immediate,
+        };
+        PublishHead::encode(
+            &mut scratch.buf,
+            self.inner.shared.id,
+            &publish,
+            properties,
+            body.len() as u64,
+            self.inner.conn.shared.tuned.frame_max,
+        )
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
+    }
+
+    /// Neither blocked nor flow-stopped: two uncontended read locks; a receiver (and its wake-up
+    /// bookkeeping) is made only when there is something to wait for.
+    fn is_publishable(&self) -> bool {
+        self.inner.conn.shared.blocked.borrow().is_none() && *self.inner.shared.flow.borrow()
     }
 
     async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
-        // The common case, neither blocked nor flow-stopped, is two uncontended read locks; a receiver
-        // (and its wake-up bookkeeping) is made only when there is something to wait for.
-        if self.inner.conn.shared.blocked.borrow().is_none() && *self.inner.shared.flow.borrow() {
+        if self.is_publishable() {
             return Ok(());
         }
         let mut blocked = self.inner.conn.shared.blocked.subscribe();

@@ -150,6 +150,10 @@ impl Connection {
 impl ConnectionInner {
     /// Reserves room for `n` commands (at most 2, the queue's minimum capacity), waiting at most
     /// `rpc_timeout`. Cancel-safe. A queue with room needs no timer (arming one costs more than the send).
+    ///
+    /// The wait for room is boxed: its timer and queue waiter would otherwise make every future that
+    /// reserves (each publish among them) a few hundred bytes larger, copied at each move, for a path
+    /// taken only when the queue is full and the task is about to wait anyway.
     pub(crate) async fn reserve(
         &self,
         n: usize,
@@ -159,6 +163,10 @@ impl ConnectionInner {
             Err(mpsc::error::TrySendError::Closed(())) => return Err(self.shared.error()),
             Err(mpsc::error::TrySendError::Full(())) => {}
         }
+        Box::pin(self.reserve_waiting(n)).await
+    }
+
+    async fn reserve_waiting(&self, n: usize) -> Result<mpsc::PermitIterator<'_, Command>, Error> {
         let timeout = self.config.rpc_timeout;
         match tokio::time::timeout(timeout, self.commands.reserve_many(n)).await {
             Ok(Ok(permits)) => Ok(permits),

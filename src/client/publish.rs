@@ -73,6 +73,14 @@ impl PublishConfirm {
     }
 }
 
+impl std::fmt::Debug for PublishConfirm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfirm")
+            .field("requested", &self.inner.is_some())
+            .finish()
+    }
+}
+
 impl Future for PublishConfirm {
     type Output = Result<Confirmation, Error>;
 

@@ -38,7 +38,12 @@ pub fn encode_heartbeat(buf: &mut BytesMut) {
     buf.put_slice(&[spec::FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, spec::FRAME_END]);
 }
 
-fn framed(buf: &mut BytesMut, frame_type: u8, channel: u16, payload: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn framed(
+    buf: &mut BytesMut,
+    frame_type: u8,
+    channel: u16,
+    payload: impl FnOnce(&mut BytesMut),
+) {
     buf.put_u8(frame_type);
     buf.put_u16(channel);
     let at = buf.len();

@@ -11,6 +11,7 @@ mod content_header;
 mod decoder;
 mod encoder;
 mod error;
+mod publish_head;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ pub use encoder::{
     encode_body, encode_content_header, encode_heartbeat, encode_method, FRAME_OVERHEAD,
 };
 pub use error::FrameError;
+pub use publish_head::{HeaderTooLarge, PublishHead};
 
 use crate::spec::Method;
 

@@ -7,11 +7,12 @@ use crate::{
     codec::strategies::check,
     frame::{
         encode_body, encode_content_header, encode_method, ContentHeader, Frame, FrameDecoder,
-        FRAME_OVERHEAD,
+        HeaderTooLarge, PublishHead, FRAME_OVERHEAD,
     },
     spec::{
         basic,
-        strategies::{any_basic_properties, any_method},
+        strategies::{any_basic_properties, any_basic_publish, any_method},
+        BasicProperties,
     },
 };
 
@@ -62,6 +63,79 @@ fn content_headers_round_trip_through_frames() {
             Ok(())
         },
     );
+}
+
+/// A publish head is byte for byte the generic encoding of its method frame and content header frame, kept
+/// inline when it fits and shared when it does not.
+#[test]
+fn publish_heads_are_the_method_and_header_frames() {
+    check(
+        "publish_heads_are_the_method_and_header_frames",
+        512,
+        (
+            any_basic_publish(),
+            any_basic_properties(),
+            any::<u64>(),
+            any::<u16>(),
+        ),
+        |(publish, properties, body_size, channel)| {
+            let mut expected = BytesMut::new();
+            encode_method(&mut expected, channel, &publish.clone().into());
+            let header = ContentHeader::new(basic::CLASS_ID, body_size, &properties);
+            encode_content_header(&mut expected, channel, &header);
+            // The scratch buffer holds a previous encoding: it must not leak into this one.
+            let mut scratch = BytesMut::from(&b"left over"[..]);
+            let head =
+                PublishHead::encode(&mut scratch, channel, &publish, &properties, body_size, 0)
+                    .map_err(|e| TestCaseError::fail(format!("no frame-max, yet {e}")))?;
+            prop_assert_eq!(head.as_bytes(), &expected[..]);
+            prop_assert_eq!(head.is_inline(), expected.len() <= PublishHead::INLINE);
+            Ok(())
+        },
+    );
+}
+
+/// The header frame must fit in frame-max, its 7 header octets and end octet included (the method frame of a
+/// publish always does, frame-max being at least 4096); frame-max 0 sets no limit.
+#[test]
+fn publish_head_header_frame_is_checked_against_frame_max() {
+    let publish = basic::Publish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        mandatory: false,
+        immediate: false,
+    };
+    let frame_max = 4096u32;
+    let mut scratch = BytesMut::new();
+    let mut seen = (false, false);
+    for len in 4055..4070 {
+        let properties = BasicProperties::default().with_headers(
+            crate::codec::FieldTable::from_iter([("k", "v".repeat(len))]),
+        );
+        let mut generic = BytesMut::new();
+        let header = ContentHeader::new(basic::CLASS_ID, 7, &properties);
+        encode_content_header(&mut generic, 1, &header);
+        let got = PublishHead::encode(&mut scratch, 1, &publish, &properties, 7, frame_max);
+        if generic.len() <= frame_max as usize {
+            assert!(got.is_ok(), "a {}-byte header frame fits", generic.len());
+            seen.0 = true;
+        } else {
+            let err = got.expect_err("too large for frame-max");
+            assert_eq!(
+                err,
+                HeaderTooLarge {
+                    payload: generic.len() - FRAME_OVERHEAD,
+                    frame_max
+                }
+            );
+            seen.1 = true;
+        }
+        assert!(
+            PublishHead::encode(&mut scratch, 1, &publish, &properties, 7, 0).is_ok(),
+            "frame-max 0: no limit"
+        );
+    }
+    assert_eq!(seen, (true, true), "the lengths straddle the limit");
 }
 
 /// Frames encoded back to back and handed to the decoder in arbitrary pieces come out whole and in order.

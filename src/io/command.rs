@@ -12,21 +12,22 @@ use crate::{
     client::{Confirmation, GetMessage, ReturnedMessage},
     codec::{FieldTable, ShortStr},
     error::Error,
+    frame::PublishHead,
     io::{
         ack_queue::{AckQueue, Settlement},
         delivery_queue::DeliverySender,
     },
     proto::Tuned,
-    spec::{basic, BasicProperties, Method},
+    spec::Method,
 };
 
 /// A request from a handle to the driver. The driver handles them strictly in the order they were sent
 /// (per-channel order, P11).
 ///
-/// `Publish` is inline, not boxed, although it makes every command about 450 bytes: the box was allocated
-/// by the publishing task and freed by the driver on another thread for every message, and unboxing took
-/// fake-broker 16 B publishes from 1.47M to 2.11M msg/s (`benches/compare`, `--only fake-publish`), while
-/// the other commands are rare next to publishes and deliveries.
+/// `Publish` is inline, not boxed: a box would be allocated by the publishing task and freed by the driver
+/// on another thread for every message (unboxing took fake-broker 16 B publishes from 1.47M to 2.11M
+/// msg/s, `benches/compare --only fake-publish`). It stays small because its method and header frames are
+/// encoded by the publishing task ([`PublishHead`]), which also keeps every command under 200 bytes.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     OpenChannel {
@@ -77,6 +78,9 @@ pub(crate) enum Command {
     },
 }
 
+// Every command is moved through the queue by value: a publish must not make them large again.
+const _: () = assert!(std::mem::size_of::<Command>() <= 200);
+
 impl Command {
     /// The channel incarnation of a command a handle queued through the channel's submit path, and
     /// counted in its [`AckQueue`] (the driver counts these the same way).
@@ -111,8 +115,8 @@ impl Command {
 pub(crate) struct Publish {
     pub channel: u16,
     pub generation: u64,
-    pub publish: basic::Publish,
-    pub properties: BasicProperties,
+    /// The method and content-header frames, encoded for `channel`.
+    pub head: PublishHead,
     pub body: Bytes,
     /// Set in confirm mode: resolved when the broker acks, nacks or returns the message.
     pub confirm: Option<ConfirmWaiter>,

@@ -783,8 +783,7 @@ where
             }
             (None, _) => {}
         }
-        self.proto
-            .send_publish(p.channel, &p.publish, &p.properties, &p.body);
+        self.proto.send_publish(p.channel, &p.head, &p.body);
     }
 
     fn send_next_rpc(&mut self, channel: u16) {

@@ -9,14 +9,14 @@ use bytes::{Bytes, BytesMut};
 
 use crate::{
     codec::{FieldTable, ShortStr},
-    frame::{self, ContentHeader, Frame, FrameDecoder, FrameError},
+    frame::{self, ContentHeader, Frame, FrameDecoder, FrameError, PublishHead},
     proto::{
         byte_queue::ByteQueue,
         channel_map::ChannelMap,
         content::{Content, ContentError, PartialContent},
         handshake::{self, Mechanism, TunePreferences, Tuned},
     },
-    spec::{self, basic, channel, connection, BasicProperties, Method, ReplyCode},
+    spec::{self, channel, connection, BasicProperties, Method, ReplyCode},
 };
 
 /// What the handshake needs to know.
@@ -541,44 +541,17 @@ impl Connection {
         }
     }
 
-    /// Like [`Connection::send_content`] for `basic.publish`, without building a `Method` or cloning the
-    /// properties: the hot path. Body frames of at least [`ByteQueue::SHARE_MIN`] bytes share `body` (a
-    /// reference count) instead of copying it.
-    pub fn send_publish(
-        &mut self,
-        channel: u16,
-        publish: &basic::Publish,
-        properties: &BasicProperties,
-        body: &Bytes,
-    ) {
+    /// Like [`Connection::send_content`] for `basic.publish`, with the method and header frames already
+    /// encoded where the message was made ([`PublishHead`]): the hot path. Body frames of at least
+    /// [`ByteQueue::SHARE_MIN`] bytes share `body` (a reference count) instead of copying it.
+    pub fn send_publish(&mut self, channel: u16, head: &PublishHead, body: &Bytes) {
         let max = self.max_body_frame();
         let share = body.len().min(max) >= ByteQueue::SHARE_MIN;
         let out = self.out.tail();
         let copied = if share { 0 } else { body.len() };
-        out.reserve(64 + copied + (body.len() / max + 1) * frame::FRAME_OVERHEAD);
-        // Method frame, written by hand to avoid moving the struct into a `Method`.
-        out.extend_from_slice(&[spec::FRAME_METHOD]);
-        out.extend_from_slice(&channel.to_be_bytes());
-        let size_at = out.len();
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(&basic::Publish::CLASS_ID.to_be_bytes());
-        out.extend_from_slice(&basic::Publish::METHOD_ID.to_be_bytes());
-        publish.encode(out);
-        let size = (out.len() - size_at - 4) as u32;
-        out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
-        out.extend_from_slice(&[spec::FRAME_END]);
-        // Header frame.
-        out.extend_from_slice(&[spec::FRAME_HEADER]);
-        out.extend_from_slice(&channel.to_be_bytes());
-        let size_at = out.len();
-        out.extend_from_slice(&[0, 0, 0, 0]);
-        out.extend_from_slice(&basic::CLASS_ID.to_be_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-        properties.encode(out);
-        let size = (out.len() - size_at - 4) as u32;
-        out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
-        out.extend_from_slice(&[spec::FRAME_END]);
+        let head = head.as_bytes();
+        out.reserve(head.len() + copied + (body.len() / max + 1) * frame::FRAME_OVERHEAD);
+        out.extend_from_slice(head);
         if !share {
             for chunk in body.chunks(max) {
                 frame::encode_body(out, channel, chunk);
