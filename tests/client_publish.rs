@@ -447,6 +447,28 @@ async fn publishes_that_wait_for_room_arrive_once_and_in_order() {
     .await
 }
 
+/// A publish future made while the channel is open and first polled after it closed fails with the
+/// channel's state; it is not reported as sent.
+#[tokio::test]
+async fn a_publish_made_before_the_channel_closed_and_polled_after_fails() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("late-poll");
+        let publish = ch.basic_publish(
+            "",
+            &q,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            "x",
+        );
+        ch.close().await.expect("channel.close");
+        let result = publish.await;
+        assert!(result.is_err(), "a publish on a closed channel: {result:?}");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn thousand_publishes_without_confirms_arrive_in_order() {
     const N: u64 = 1000;

@@ -77,6 +77,9 @@ enum PublishStage {
 type PublishWaiting<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<PublishConfirm, Error>> + Send + 'a>>;
 
+/// The largest publish scratch buffer a channel keeps between publishes.
+const SCRATCH_KEPT: usize = 4096;
+
 #[derive(Default)]
 struct PublishScratch {
     exchange: ShortStr,
@@ -612,10 +615,7 @@ impl Channel {
     ) -> impl std::future::Future<Output = Result<PublishConfirm, Error>> + Send + '_ {
         let body = body.into();
         let mut start = Some(
-            self.check_open()
-                .and_then(|()| {
-                    self.publish_head(exchange, routing_key, options, &properties, &body)
-                })
+            self.publish_head(exchange, routing_key, options, &properties, &body)
                 .map(|head| (head, body)),
         );
         // A publish that need not wait is done at its first poll, with no future of its own: the future
@@ -625,6 +625,10 @@ impl Channel {
         let mut waiting: Option<PublishWaiting<'_>> = None;
         std::future::poll_fn(move |cx| {
             if let Some(start) = start.take() {
+                // Checked at the first poll, not at the call: a future made while the channel was open
+                // and polled after it closed must fail, not queue a publish the driver drops unseen.
+                let start =
+                    start.and_then(|head_and_body| self.check_open().map(|()| head_and_body));
                 let stage = match start.map(|(head, body)| self.try_publish(head, body)) {
                     Err(e) => return Poll::Ready(Err(e)),
                     Ok(Ok(confirm)) => return Poll::Ready(Ok(confirm)),
@@ -756,7 +760,7 @@ impl Channel {
             mandatory: options.mandatory,
             immediate: options.immediate,
         };
-        PublishHead::encode(
+        let head = PublishHead::encode(
             &mut scratch.buf,
             self.inner.shared.id,
             &publish,
@@ -764,7 +768,12 @@ impl Channel {
             body.len() as u64,
             self.inner.conn.shared.tuned.frame_max,
         )
-        .map_err(|e| Error::InvalidArgument(e.to_string()))
+        .map_err(|e| Error::InvalidArgument(e.to_string()));
+        // One publish with large properties must not pin its buffer for the channel's lifetime.
+        if scratch.buf.capacity() > SCRATCH_KEPT {
+            scratch.buf = BytesMut::new();
+        }
+        head
     }
 
     /// Neither blocked nor flow-stopped: two uncontended read locks; a receiver (and its wake-up
