@@ -18,6 +18,16 @@ fn mandatory() -> BasicPublishOptions {
     }
 }
 
+/// Takes `n` deliveries of [`seq_body`] bodies of `len` bytes, asserting they carry 0, 1, 2, ... in
+/// order (`what` names the failure), and acks each.
+async fn ack_in_sequence(consumer: &mut Consumer, n: u64, len: usize, what: &str) {
+    for i in 0..n {
+        let d = consumer.next().await.expect("open").expect("delivery");
+        assert_eq!(check_seq_body(&d.body, len), i, "{what}");
+        d.ack().await.expect("ack");
+    }
+}
+
 async fn consume(ch: &Channel, queue: &str, prefetch: u16) -> Consumer {
     ch.basic_qos(prefetch, Default::default())
         .await
@@ -206,8 +216,8 @@ async fn properties_and_headers_round_trip() {
 }
 
 /// A header frame larger than the negotiated frame-max would make RabbitMQ close the whole connection with
-/// 501 frame-error. It is refused before it is sent, with the message's size in the error, and the channel
-/// and the connection go on working. Names longer than a short string are refused the same way.
+/// 501 frame-error. It is refused before it is sent, with an error naming the header's size and frame-max,
+/// and the channel and the connection go on working. Names longer than a short string are refused the same way.
 #[tokio::test]
 async fn properties_too_large_for_frame_max_are_refused_and_the_channel_goes_on() {
     with_timeout(async {
@@ -224,7 +234,8 @@ async fn properties_too_large_for_frame_max_are_refused_and_the_channel_goes_on(
             .await;
         match refused {
             Err(Error::InvalidArgument(text)) => {
-                assert!(text.contains("frame-max"), "{text}")
+                assert!(text.contains(&format!("frame-max {frame_max}")), "{text}");
+                assert!(text.contains(" bytes"), "{text}");
             }
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
@@ -433,15 +444,7 @@ async fn publishes_that_wait_for_room_arrive_once_and_in_order() {
             assert_eq!(c.await.expect("settled"), Confirmation::Ack);
         }
         let mut consumer = consume(&ch, &q, 500).await;
-        for i in 0..N {
-            let d = consumer.next().await.expect("open").expect("delivery");
-            assert_eq!(
-                check_seq_body(&d.body, 32),
-                i,
-                "lost, duplicated or out of order"
-            );
-            d.ack().await.expect("ack");
-        }
+        ack_in_sequence(&mut consumer, N, 32, "lost, duplicated or out of order").await;
         conn.close().await.expect("close");
     })
     .await
@@ -491,11 +494,7 @@ async fn thousand_publishes_without_confirms_arrive_in_order() {
         }
         let consumer_ch = conn.open_channel().await.expect("channel");
         let mut consumer = consume(&consumer_ch, &q, 100).await;
-        for i in 0..N {
-            let d = consumer.next().await.expect("open").expect("delivery");
-            assert_eq!(check_seq_body(&d.body, 32), i, "out of order");
-            d.ack().await.expect("ack");
-        }
+        ack_in_sequence(&mut consumer, N, 32, "out of order").await;
         conn.close().await.expect("close");
     })
     .await
