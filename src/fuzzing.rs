@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::{
     codec::{decode, encode, FieldTable, LongStr},
@@ -70,14 +70,21 @@ pub fn check_frame_decode(data: &[u8]) {
 ///
 /// A method that decodes must re-encode to the same ids and decode to an equal value, and encoding that
 /// value again must give the same bytes (reserved fields and unused bits are normalised on the first
-/// encode, so the first encoding may differ from `data`).
+/// encode, so the first encoding may differ from `data`). [`Method::decode_shared`], which the frame
+/// decoder uses (its short strings share the frame's buffer), must give the same result, error or method.
 pub fn check_method_decode(data: &[u8]) {
     let [c0, c1, m0, m1, args @ ..] = data else {
         return;
     };
     let class_id = u16::from_be_bytes([*c0, *c1]);
     let method_id = u16::from_be_bytes([*m0, *m1]);
-    let Ok(method) = Method::decode(class_id, method_id, args) else {
+    let decoded = Method::decode(class_id, method_id, args);
+    // The frame decoder's way: short strings share the frame's buffer instead of being copied. It must
+    // give the same verdict and the same method as the copying decoder.
+    let frame = Bytes::copy_from_slice(data);
+    let shared = Method::decode_shared(class_id, method_id, &frame[4..], Some(&frame));
+    assert_eq!(decoded, shared, "decode and decode_shared disagree");
+    let Ok(method) = decoded else {
         return;
     };
     assert_eq!(
