@@ -79,8 +79,7 @@ pub fn check_method_decode(data: &[u8]) {
     let class_id = u16::from_be_bytes([*c0, *c1]);
     let method_id = u16::from_be_bytes([*m0, *m1]);
     let decoded = Method::decode(class_id, method_id, args);
-    // The frame decoder's way: short strings share the frame's buffer instead of being copied. It must
-    // give the same verdict and the same method as the copying decoder.
+    // `args` inside a buffer of its own, as the frame decoder hands it over.
     let frame = Bytes::copy_from_slice(data);
     let shared = Method::decode_shared(class_id, method_id, &frame[4..], Some(&frame));
     assert_eq!(decoded, shared, "decode and decode_shared disagree");

@@ -22,9 +22,11 @@ use crate::{
 /// [`Consumer::next`], or hand it a callback with [`Consumer::run`].
 ///
 /// Where it is polled matters for CPU, not for correctness. The driver hands over each socket read's
-/// deliveries with one wake. A consumer polled in a task on the runtime (as [`Consumer::run`] does) is
-/// woken on the driver's own worker thread. One polled from `block_on` on another thread costs a wake
-/// and a park between two threads per batch. In `benches/README.md` that was 26–38% more CPU per message.
+/// deliveries with one wake. A consumer polled in a task on the runtime (as [`Consumer::run`] does)
+/// usually runs on the driver's own worker thread after that wake, with no thread hop. One polled from
+/// `block_on` on another thread costs a wake and a park between two threads per batch: in
+/// `benches/README.md` ("Where the consumer loop runs") that was 35–62% more CPU per message than the
+/// same loop in a task.
 ///
 /// It ends when it is cancelled (by [`Channel::basic_cancel`], or by the broker when its queue is
 /// deleted), or when its channel or connection closes; the reason is the last item, as an `Err`, unless the
