@@ -1,6 +1,11 @@
 //! `shortstr`: at most 255 bytes of UTF-8.
 
-use std::{borrow::Borrow, fmt, ops::Deref};
+use std::{
+    borrow::Borrow,
+    fmt,
+    hash::{Hash, Hasher},
+    ops::Deref,
+};
 
 use bytes::Bytes;
 
@@ -17,7 +22,7 @@ use crate::codec::CodecError;
 /// assert_eq!(q, "orders");
 /// assert!(ShortStr::new(&"x".repeat(256)).is_err());
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ShortStr(Bytes);
 
 impl ShortStr {
@@ -127,6 +132,15 @@ impl AsRef<str> for ShortStr {
 impl Borrow<str> for ShortStr {
     fn borrow(&self) -> &str {
         self.as_str()
+    }
+}
+
+impl Hash for ShortStr {
+    /// Hashes as the `str` it holds, as `Borrow<str>` requires: a map keyed by short strings can be
+    /// looked up with a `&str`. (Deriving it would hash the bytes as a `[u8]`, which differs.) Equality
+    /// and order, derived from the bytes, already agree with `str`'s.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 

@@ -292,3 +292,18 @@ fn with_len(buf: &mut BytesMut, body: impl FnOnce(&mut BytesMut)) {
     buf.put_u32(inner.len() as u32);
     buf.put_slice(&inner);
 }
+
+/// `Borrow<str>` promises that a short string hashes and compares as the `str` it holds, so a map keyed
+/// by short strings can be looked up with a `&str`.
+#[test]
+fn short_string_keys_are_found_by_str() {
+    use std::collections::{BTreeSet, HashSet};
+    let keys = ["", "orders", "amq.ctag-0123456789abcdefghijkl", "é"];
+    let hashed: HashSet<ShortStr> = keys.iter().map(|k| ShortStr::new(k).unwrap()).collect();
+    let ordered: BTreeSet<ShortStr> = keys.iter().map(|k| ShortStr::new(k).unwrap()).collect();
+    for key in keys {
+        assert!(hashed.contains(key), "{key:?} in a HashSet");
+        assert!(ordered.contains(key), "{key:?} in a BTreeSet");
+    }
+    assert!(!hashed.contains("order"));
+}
