@@ -156,6 +156,32 @@ impl PartialEq<&str> for ShortStr {
     }
 }
 
+impl PartialEq<String> for ShortStr {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+// The same comparisons written the other way round (`"orders" == name`), as `String` offers them.
+
+impl PartialEq<ShortStr> for str {
+    fn eq(&self, other: &ShortStr) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<ShortStr> for &str {
+    fn eq(&self, other: &ShortStr) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<ShortStr> for String {
+    fn eq(&self, other: &ShortStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
 impl fmt::Debug for ShortStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)

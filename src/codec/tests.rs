@@ -307,3 +307,21 @@ fn short_string_keys_are_found_by_str() {
     }
     assert!(!hashed.contains("order"));
 }
+
+/// A short string compares equal to the same text as `str`, `&str` and `String`, whichever side it is on.
+#[test]
+fn short_strings_compare_with_text_on_either_side() {
+    let name = ShortStr::new("orders").unwrap();
+    let owned = String::from("orders");
+    assert_eq!(name, "orders");
+    assert_eq!("orders", name);
+    assert_eq!(name, *"orders");
+    assert_eq!(*"orders", name);
+    assert_eq!(name, owned);
+    assert_eq!(owned, name);
+    let other = String::from("order");
+    assert_ne!(name, "order");
+    assert_ne!("order", name);
+    assert_ne!(name, other);
+    assert_ne!(other, name);
+}
