@@ -20,6 +20,7 @@ use crate::codec::CodecError;
 /// use coney::codec::ShortStr;
 /// let q = ShortStr::new("orders").unwrap();
 /// assert_eq!(q, "orders");
+/// assert_eq!("orders", q); // and with `String`, either way round
 /// assert!(ShortStr::new(&"x".repeat(256)).is_err());
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
