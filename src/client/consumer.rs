@@ -25,8 +25,8 @@ use crate::{
 /// deliveries with one wake. A consumer polled in a task on the runtime (as [`Consumer::run`] does)
 /// usually runs on the driver's own worker thread after that wake, with no thread hop. One polled from
 /// `block_on` on another thread costs a wake and a park between two threads per batch: in
-/// `benches/README.md` ("Where the consumer loop runs", and "What a wake costs on this VM" for a later
-/// machine) that was 35–67% more CPU per message than the same loop in a task.
+/// `benches/README.md` ("Where the consumer loop runs", and the later VMs' tables of the three runtimes)
+/// that was 31–67% more CPU per message than the same loop in a task.
 ///
 /// It ends when it is cancelled (by [`Channel::basic_cancel`], or by the broker when its queue is
 /// deleted), or when its channel or connection closes; the reason is the last item, as an `Err`, unless the

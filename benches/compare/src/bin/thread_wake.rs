@@ -3,10 +3,14 @@
 //!
 //!     cargo run --release --manifest-path benches/compare/Cargo.toml --bin thread-wake [-- ROUND_TRIPS]
 //!
-//! Two threads ping-pong with `std::thread::park`/`unpark` (a futex wake and wait each way, as tokio's
-//! `block_on` parks and its wakers unpark), first wherever the scheduler puts them, then both pinned to
-//! one CPU, then pinned to two different CPUs. For each placement it prints the median of three runs:
-//! wall time and process CPU time per one-way wake.
+//! Two threads ping-pong with `std::thread::park`/`unpark`. When the other thread is asleep, each hand-off
+//! is a futex wake on one side and a futex wait on the other, the same kernel operations as tokio's
+//! `block_on` parker (a mutex and a condition variable) and its wakers. When the other thread has not yet
+//! parked, `unpark` only leaves a token, so on one CPU some hand-offs are plain context switches. It runs
+//! the threads wherever the scheduler puts them, then both pinned to one CPU, then pinned to two
+//! different CPUs (skipped where the process may not use CPUs 0 and 1), and prints for each placement the
+//! medians over three runs of the wall time and of the process CPU time per one-way wake (each column's
+//! median on its own).
 
 // Only `cpu::process` is used here; the thread clocks serve the main harness.
 #[allow(dead_code)]
@@ -47,7 +51,17 @@ impl Placement {
     }
 }
 
-/// Pins the calling thread to `cpu`; panics if the kernel refuses (a machine with one CPU).
+/// Whether this process may run on `cpu` (its affinity mask, as `taskset` or a cpuset left it).
+fn allowed(cpu: usize) -> bool {
+    // SAFETY: `set` is a plain bit set owned by this frame; pid 0 means the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+            && libc::CPU_ISSET(cpu, &set)
+    }
+}
+
+/// Pins the calling thread to `cpu`, which [`allowed`] accepted; panics if the kernel refuses.
 fn pin(cpu: usize) {
     // SAFETY: `set` is a plain bit set owned by this frame; pid 0 means the calling thread.
     unsafe {
@@ -105,13 +119,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let round_trips = std::env::args()
+    let round_trips: u64 = std::env::args()
         .nth(1)
         .map(|s| s.parse().expect("ROUND_TRIPS is a number"))
         .unwrap_or(100_000);
+    assert!(round_trips > 0, "ROUND_TRIPS must be at least 1");
     println!("| threads | wall µs per wake | CPU µs per wake |");
     println!("|---|---|---|");
     for placement in [Placement::Free, Placement::OneCpu, Placement::TwoCpus] {
+        let (a, b) = placement.cpus();
+        if ![a, b].into_iter().flatten().all(allowed) {
+            println!(
+                "| {} | skipped: CPU 0 or 1 not available | |",
+                placement.name()
+            );
+            continue;
+        }
         // Each run pins its own threads; the unpinned runs come first, from a fresh thread each, so
         // an earlier pin never leaks into them.
         let runs: Vec<(f64, f64)> = (0..3)
