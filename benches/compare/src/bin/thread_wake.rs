@@ -23,7 +23,7 @@ use std::{
         Arc,
     },
     thread,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 #[derive(Clone, Copy)]
@@ -101,11 +101,21 @@ fn run(placement: Placement, round_trips: u64) -> (f64, f64) {
         turn.store(2 * i + 1, Ordering::Release);
         other.unpark();
         while turn.load(Ordering::Acquire) != 2 * i + 2 {
-            thread::park();
+            // A timeout only to notice a ponger that died (its panic is reported by `join` below);
+            // it never fires while the ponger runs, so it does not change what is measured.
+            thread::park_timeout(Duration::from_secs(1));
+            if ponger.is_finished() && turn.load(Ordering::Acquire) != 2 * i + 2 {
+                break;
+            }
         }
     }
     let (wall, used) = (wall0.elapsed(), cpu::process() - cpu0);
     ponger.join().expect("ponger");
+    assert_eq!(
+        turn.load(Ordering::Acquire),
+        2 * round_trips,
+        "the ponger stopped early"
+    );
     let wakes = 2.0 * round_trips as f64;
     (
         wall.as_secs_f64() * 1e6 / wakes,
