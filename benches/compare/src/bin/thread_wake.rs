@@ -97,7 +97,7 @@ fn run(placement: Placement, round_trips: u64) -> (f64, f64) {
     }
     let other = ponger.thread().clone();
     let (cpu0, wall0) = (cpu::process(), Instant::now());
-    for i in 0..round_trips {
+    'round_trips: for i in 0..round_trips {
         turn.store(2 * i + 1, Ordering::Release);
         other.unpark();
         while turn.load(Ordering::Acquire) != 2 * i + 2 {
@@ -105,7 +105,7 @@ fn run(placement: Placement, round_trips: u64) -> (f64, f64) {
             // it never fires while the ponger runs, so it does not change what is measured.
             thread::park_timeout(Duration::from_secs(1));
             if ponger.is_finished() && turn.load(Ordering::Acquire) != 2 * i + 2 {
-                break;
+                break 'round_trips;
             }
         }
     }
