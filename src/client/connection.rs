@@ -19,6 +19,7 @@ use crate::{
         command::{Command, ConnectionShared, RpcReply},
         driver::Driver,
         transport::{self, Transport},
+        wake_gate::WakeGated,
     },
     proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences, Tuned},
     spec::ReplyCode,
@@ -299,7 +300,7 @@ where
         config.confirm_window.max(1),
         config.close_timeout,
     );
-    tokio::spawn(driver.run().instrument(span));
+    tokio::spawn(WakeGated::new(driver.run()).instrument(span));
     Ok(Connection {
         inner: Arc::new(ConnectionInner {
             commands: tx,

@@ -8,3 +8,4 @@ mod consumer_map;
 pub(crate) mod delivery_queue;
 pub(crate) mod driver;
 pub(crate) mod transport;
+pub(crate) mod wake_gate;
