@@ -43,7 +43,7 @@ for key in sorted(rows):
     if rates:
         s += f"  rate {statistics.median(rates) / 1e3:.1f}k [{min(rates) / 1e3:.0f}-{max(rates) / 1e3:.0f}]"
     if p50s:
-        s += f"  p50 {statistics.median(p50s):.0f} µs"
+        s += f"  p50 {statistics.median(p50s):.0f} µs [{min(p50s):.0f}-{max(p50s):.0f}]"
     if cpus:
         s += f"  cpu {statistics.median(cpus):.2f} µs [{min(cpus):.2f}-{max(cpus):.2f}]"
     print(s)
