@@ -6,7 +6,7 @@
 //! consumer, whose thread took the reply and published at once. Tokio treats a task woken during its own
 //! poll as one that yielded: when the poll returns it puts the task at the back of the worker's queue and
 //! wakes a parked worker to come and steal it. On a machine with few CPUs that worker finds nothing, and
-//! the futex wake and the wasted wake-up are paid on every request/reply round trip (see
+//! the futex wake and the wasted wake-up are paid on most request/reply round trips (see
 //! `benches/README.md`, "Where a round trip's time goes").
 //!
 //! [`WakeGated`] polls the driver with a waker of its own. While the driver is being polled, that waker
