@@ -5,6 +5,9 @@
 //! everything queued in as few syscalls as it can (the write buffer is swapped, not copied, out of the
 //! state machine). It never runs user code and never waits on a user: a full consumer queue pauses reading
 //! from the socket (TCP backpressure) while commands, writes and heartbeats carry on.
+//!
+//! It is spawned inside [`WakeGated`](super::wake_gate::WakeGated): a handle that wakes it while it is being
+//! polled gets another pass of its loop at once, not a trip through the runtime's scheduler.
 
 use std::{
     collections::VecDeque,

@@ -1,20 +1,24 @@
 //! Turns the wakes that reach the driver while it is being polled into another pass of its loop, so that
-//! the runtime never sees them.
+//! the runtime seldom sees them.
 //!
 //! A handle on another thread that gives the driver work (a publish, an ack flush, an RPC) wakes the
 //! driver's task. Very often the driver is running at that moment: it has just handed a delivery to the
 //! consumer, whose thread took the reply and published at once. Tokio treats a task woken during its own
-//! poll as one that yielded: when the poll returns it puts the task at the back of the worker's queue and
-//! wakes a parked worker to come and steal it. On a machine with few CPUs that worker finds nothing, and
+//! poll as one that yielded: when the poll returns it puts the task at the back of the worker's queue and,
+//! if no worker is searching for work, wakes a parked one to come and steal it. On a machine with few CPUs
+//! that worker finds nothing, and
 //! the futex wake and the wasted wake-up are paid on most request/reply round trips (see
 //! `benches/README.md`, "Where a round trip's time goes").
 //!
 //! [`WakeGated`] polls the driver with a waker of its own. While the driver is being polled, that waker
 //! only records that a wake came; when the driver returns `Pending`, a recorded wake means "poll again",
 //! and `WakeGated` does so at once, up to [`MAX_REPOLLS`] times, before it hands the wake to the runtime.
-//! Outside a poll the waker wakes the task as usual. No wake is lost: the waker records the wake before it
-//! looks at whether a poll is running, and the poller clears "running" before it looks at the record, so
-//! (all four operations being sequentially consistent) at least one of them sees the other.
+//! Outside a poll the waker wakes the task as usual (so does a wake that lands between the end of a pass
+//! and the poller's look at the record: a wasted pass or a wasted wake, never a lost one). No wake is
+//! lost: the waker records the wake before it looks at whether a poll is running, and the poller clears
+//! "running" before it looks at the record, so (all four operations being sequentially consistent) at
+//! least one of them sees the other. Both sides record and take the wake with read-modify-writes, so the
+//! pass that takes it synchronizes with every waker that recorded it, not only the last one.
 
 use std::{
     future::Future,
@@ -27,9 +31,10 @@ use std::{
 };
 
 /// Passes of the driver's loop that one poll by the runtime may make for wakes that came during the
-/// poll. Bounded, because tokio's cooperative budget makes a resource that is out of budget wake its task
-/// and return `Pending` every time it is polled within the same poll by the runtime; after the bound, the
-/// wake goes to the runtime, which polls the driver again after the worker's other tasks.
+/// poll. Bounded, so that a future that wakes itself on every poll cannot keep the worker from its other
+/// tasks: after the bound, the wake goes to the runtime, which polls the driver again after them. (Tokio
+/// 1.54 defers the wakes of an exhausted cooperative budget and of `yield_now` until the poll is over, so
+/// those reach the runtime directly and never count here.)
 pub(crate) const MAX_REPOLLS: usize = 4;
 
 /// A future polled with a waker that folds wakes during its poll into another poll (module docs).
@@ -90,15 +95,21 @@ impl Wake for Gate {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, SeqCst);
+        // A swap, not a store: it continues the release sequence of an earlier waker's record, so the pass
+        // that takes the record sees what every waker announced.
+        self.woken.swap(true, SeqCst);
         if self.polling.load(SeqCst) {
             // The poller will see `woken` when the pass ends.
             return;
         }
         if self.was_moved.load(SeqCst) {
-            let moved = self.moved.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(task) = moved.as_ref() {
-                task.wake_by_ref();
+            let moved = self
+                .moved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(task) = moved {
+                task.wake();
             }
         } else if let Some(task) = self.task.get() {
             task.wake_by_ref();
@@ -117,8 +128,11 @@ impl<F: Future> Future for WakeGated<F> {
             // A read-modify-write, so that a wake recorded before it is seen with what it announced.
             this.gate.woken.swap(false, SeqCst);
             this.gate.polling.store(true, SeqCst);
-            let polled = this.inner.as_mut().poll(&mut inner_cx);
-            this.gate.polling.store(false, SeqCst);
+            let polled = {
+                // Clears `polling` even if the inner poll panics, so later wakes are not swallowed.
+                let _pass = Pass(&this.gate.polling);
+                this.inner.as_mut().poll(&mut inner_cx)
+            };
             if polled.is_ready() {
                 return polled;
             }
@@ -128,6 +142,15 @@ impl<F: Future> Future for WakeGated<F> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// One pass of the inner future: `polling` is cleared when it ends, however it ends.
+struct Pass<'a>(&'a AtomicBool);
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, SeqCst);
     }
 }
 
@@ -196,6 +219,36 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut fut = gated(1, 2);
         assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(2));
+        assert_eq!(counter.0.load(Relaxed), 0);
+    }
+
+    /// The case the gate is for: a wake from another thread while the inner future is being polled.
+    #[test]
+    fn a_wake_from_another_thread_during_the_poll_is_another_pass() {
+        struct WokenFromAfar {
+            polls: usize,
+        }
+        impl Future for WokenFromAfar {
+            type Output = ();
+            fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                self.polls += 1;
+                if self.polls == 1 {
+                    let waker = cx.waker().clone();
+                    std::thread::spawn(move || waker.wake())
+                        .join()
+                        .expect("waking thread");
+                }
+                Poll::Pending
+            }
+        }
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut fut = WakeGated::new(WokenFromAfar { polls: 0 });
+        assert!(Pin::new(&mut fut)
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        assert_eq!(fut.inner.polls, 2);
+        assert_eq!(counter.0.load(Relaxed), 0);
     }
 
     #[test]
@@ -233,13 +286,20 @@ mod tests {
             .expect("runtime");
         const MESSAGES: u64 = 200_000;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(4);
-        let producer = std::thread::spawn(move || {
-            for i in 0..MESSAGES {
-                if tx.blocking_send(i).is_err() {
-                    break;
-                }
-            }
-        });
+        // Two producers, so that wakes also race each other.
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in (p..MESSAGES).step_by(2) {
+                        if tx.blocking_send(i).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
         let received = runtime.block_on(async move {
             let receiver = tokio::spawn(WakeGated::new(async move {
                 let mut sum = 0u64;
@@ -248,13 +308,36 @@ mod tests {
                 }
                 sum
             }));
-            tokio::time::timeout(std::time::Duration::from_secs(20), receiver).await
+            tokio::time::timeout(std::time::Duration::from_secs(60), receiver).await
         });
         // Dropping the runtime drops a stuck receiver, which lets the producer stop.
         drop(runtime);
-        producer.join().expect("producer");
+        for producer in producers {
+            producer.join().expect("producer");
+        }
         let sum = received.expect("no lost wake").expect("receiver task");
         assert_eq!(sum, MESSAGES * (MESSAGES - 1) / 2);
+    }
+
+    /// `yield_now` inside the gated future: tokio defers its wake until the poll is over, so it reaches
+    /// the runtime, and the future still runs to the end.
+    #[test]
+    fn a_gated_future_that_yields_completes() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let done = runtime.block_on(async {
+            let task = tokio::spawn(WakeGated::new(async {
+                for _ in 0..10_000 {
+                    tokio::task::yield_now().await;
+                }
+                true
+            }));
+            tokio::time::timeout(std::time::Duration::from_secs(60), task).await
+        });
+        assert!(done.expect("no lost wake").expect("task"));
     }
 
     #[test]
@@ -272,5 +355,11 @@ mod tests {
             .is_pending());
         fut.inner.saved.clone().expect("registered").wake();
         assert_eq!((first.0.load(Relaxed), second.0.load(Relaxed)), (0, 1));
+        // And back to the first.
+        assert!(Pin::new(&mut fut)
+            .poll(&mut Context::from_waker(&w1))
+            .is_pending());
+        fut.inner.saved.clone().expect("registered").wake();
+        assert_eq!((first.0.load(Relaxed), second.0.load(Relaxed)), (1, 1));
     }
 }
