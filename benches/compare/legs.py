@@ -60,15 +60,28 @@ def main():
         elif nr in WRITES and ret > 0 and fd > 2:
             events.append((t, "W", fd, None))
     events.sort()
-    # A round trip is W R W R on two sockets, the first and last on the requester's; the next starts
-    # with that last write.
+    # The meter starts just before the requester's first publish, so the first socket write in the
+    # window is on the requester's connection. A round trip is W R W R on two sockets, the first and
+    # last on the requester's; the next starts with that last write. The same pattern also appears
+    # shifted by half a round trip (starting with the responder's write); only the requester's phase
+    # counts, and the other phase's matches are reported so that a mix-up would show.
+    writes = [e for e in events if e[1] == "W"]
+    if not writes:
+        print("no socket writes in the window")
+        return
+    requester = writes[0][2]
     legs = {k: [] for k in ("broker, request", "client, responder", "broker, reply", "client, requester",
                             "noticed -> read")}
-    i, found = 0, 0
+    i, found, other_phase = 0, 0, 0
     while i + 4 < len(events):
         a, b, c, d, e = events[i:i + 5]
         if (a[1], b[1], c[1], d[1], e[1]) == ("W", "R", "W", "R", "W") and a[2] == d[2] == e[2] \
-                and b[2] == c[2] and a[2] != b[2]:
+                and b[2] == c[2] and a[2] != b[2] and a[2] != requester:
+            other_phase += 1
+            i += 1
+            continue
+        if (a[1], b[1], c[1], d[1], e[1]) == ("W", "R", "W", "R", "W") and a[2] == d[2] == e[2] \
+                and b[2] == c[2] and a[2] == requester:
             legs["broker, request"].append(b[0] - a[0])
             legs["client, responder"].append(c[0] - b[0])
             legs["broker, reply"].append(d[0] - c[0])
@@ -80,7 +93,8 @@ def main():
             i += 4
         else:
             i += 1
-    print(f"round trips split: {found}")
+    print(f"round trips split: {found} (requester's socket: fd {requester}; "
+          f"{other_phase} matches of the pattern shifted by half a round trip, not counted)")
     for name, xs in legs.items():
         if not xs:
             print(f"{name:>20}: -")
