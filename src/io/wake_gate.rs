@@ -168,6 +168,21 @@ mod tests {
         }
     }
 
+    /// A waker for the outer task, and its count of wakes.
+    fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        (counter, waker)
+    }
+
+    fn two_worker_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("runtime")
+    }
+
     /// A future that wakes itself `wakes` times in its polls, and is done at poll `done_at`.
     struct SelfWaking {
         polls: usize,
@@ -203,8 +218,7 @@ mod tests {
 
     #[test]
     fn a_wake_during_the_poll_is_another_pass_not_a_task_wake() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = gated(2, usize::MAX);
         assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
@@ -214,8 +228,7 @@ mod tests {
 
     #[test]
     fn a_future_ready_on_a_repoll_is_ready() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = gated(1, 2);
         assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(2));
@@ -241,8 +254,7 @@ mod tests {
                 Poll::Pending
             }
         }
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut fut = WakeGated::new(WokenFromAfar { polls: 0 });
         assert!(Pin::new(&mut fut)
             .poll(&mut Context::from_waker(&waker))
@@ -253,8 +265,7 @@ mod tests {
 
     #[test]
     fn endless_self_wakes_go_to_the_runtime_after_the_bound() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = gated(usize::MAX, usize::MAX);
         assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
@@ -264,8 +275,7 @@ mod tests {
 
     #[test]
     fn a_wake_between_polls_wakes_the_task() {
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = gated(0, usize::MAX);
         assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
@@ -279,11 +289,7 @@ mod tests {
     /// with messages waiting, and the timeout would fail the test.
     #[test]
     fn no_wake_is_lost_to_a_race_with_the_poll() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let runtime = two_worker_runtime();
         const MESSAGES: u64 = 200_000;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(4);
         // Two producers, so that wakes also race each other.
@@ -323,11 +329,7 @@ mod tests {
     /// the runtime, and the future still runs to the end.
     #[test]
     fn a_gated_future_that_yields_completes() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_time()
-            .build()
-            .expect("runtime");
+        let runtime = two_worker_runtime();
         let done = runtime.block_on(async {
             let task = tokio::spawn(WakeGated::new(async {
                 for _ in 0..10_000 {
@@ -342,14 +344,12 @@ mod tests {
 
     #[test]
     fn a_wake_after_a_new_task_waker_reaches_the_new_one() {
-        let first = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let second = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let (first, w1) = counting_waker();
+        let (second, w2) = counting_waker();
         let mut fut = gated(0, usize::MAX);
-        let w1 = Waker::from(first.clone());
         assert!(Pin::new(&mut fut)
             .poll(&mut Context::from_waker(&w1))
             .is_pending());
-        let w2 = Waker::from(second.clone());
         assert!(Pin::new(&mut fut)
             .poll(&mut Context::from_waker(&w2))
             .is_pending());
