@@ -6,9 +6,8 @@
 //! consumer, whose thread took the reply and published at once. Tokio treats a task woken during its own
 //! poll as one that yielded: when the poll returns it puts the task at the back of the worker's queue and,
 //! if no worker is searching for work, wakes a parked one to come and steal it. On a machine with few CPUs
-//! that worker finds nothing, and
-//! the futex wake and the wasted wake-up are paid on most request/reply round trips (see
-//! `benches/README.md`, "Where a round trip's time goes").
+//! that worker finds nothing, and the futex wake and the wasted wake-up are paid on most request/reply
+//! round trips (see `benches/README.md`, "Where a round trip's time goes").
 //!
 //! [`WakeGated`] polls the driver with a waker of its own. While the driver is being polled, that waker
 //! only records that a wake came; when the driver returns `Pending`, a recorded wake means "poll again",
@@ -316,7 +315,7 @@ mod tests {
             }));
             tokio::time::timeout(std::time::Duration::from_secs(60), receiver).await
         });
-        // Dropping the runtime drops a stuck receiver, which lets the producer stop.
+        // Dropping the runtime drops a stuck receiver, which lets the producers stop.
         drop(runtime);
         for producer in producers {
             producer.join().expect("producer");
