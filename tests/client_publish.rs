@@ -542,3 +542,49 @@ async fn returns_without_confirms_reach_the_listener_and_never_stall() {
     })
     .await
 }
+
+/// A publish made while `confirm.select` is on its way (its publisher looked before the channel was in
+/// confirm mode) but sent after it is numbered by the broker all the same; the confirms of later publishes
+/// must keep the broker's numbers. Here the early publish is unroutable and mandatory: if the numbers
+/// slipped by one, its return and ack would be taken for the next publish's, which is routable.
+#[tokio::test]
+async fn a_publish_racing_confirm_select_keeps_the_confirm_numbers() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = unique("confirm-race");
+        declare_exclusive(&ch, &q).await;
+        let mut returns = ch.returned_messages(4);
+        let rk = unique("nowhere");
+        // On this current-thread runtime the driver runs only when the test yields: join polls the select
+        // (queued) and then the publish (queued behind it, without a confirm) before the driver takes either.
+        let (selected, early) = tokio::join!(
+            ch.confirm_select(),
+            ch.basic_publish(
+                "amq.direct",
+                &rk,
+                mandatory(),
+                BasicProperties::default(),
+                "early"
+            )
+        );
+        selected.expect("confirm.select");
+        let early = early.expect("publish");
+        assert_eq!(
+            early.await.expect("settled"),
+            Confirmation::NotRequested,
+            "made before confirm mode"
+        );
+        for body in ["first", "second"] {
+            let confirm = ch
+                .basic_publish("", &q, mandatory(), BasicProperties::default(), body)
+                .await
+                .expect("publish");
+            assert_eq!(confirm.await.expect("settled"), Confirmation::Ack, "{body}");
+        }
+        let r = returns.next().await.expect("the early publish's return");
+        assert_eq!(r.body, Bytes::from_static(b"early"));
+        assert_eq!(wait_for_count(&conn, &q, 2).await, 2);
+        conn.close().await.expect("close");
+    })
+    .await
+}

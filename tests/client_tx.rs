@@ -179,3 +179,29 @@ async fn acks_just_before_a_channel_close_are_applied() {
     })
     .await
 }
+
+/// After `tx.rollback` the acks it abandoned are unsettled again, so later acks must not be merged into a
+/// `multiple` ack that would settle those deliveries too: here acks 3 and 4, made back to back after acks 1
+/// and 2 were rolled back, must commit 3 and 4 only, and closing the channel brings 1 and 2 back.
+#[tokio::test]
+async fn acks_after_a_rollback_do_not_settle_the_rolled_back_ones() {
+    with_timeout(async {
+        let (conn, q, tx, mut consumer) = filled_and_consumed("tx-rollback-merge", 4, true).await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(consumer.next().await.expect("delivery").expect("ok"));
+        }
+        held[0].ack().await.expect("ack 1");
+        held[1].ack().await.expect("ack 2");
+        tx.tx_rollback().await.expect("rollback");
+        // Back to back, without yielding in between: one batch for the driver.
+        held[2].ack().await.expect("ack 3");
+        held[3].ack().await.expect("ack 4");
+        tx.tx_commit().await.expect("commit");
+        drop(consumer);
+        tx.close().await.expect("close channel");
+        assert_eq!(wait_for_count(&conn, &q, 2).await, 2, "1 and 2 come back");
+        conn.close().await.expect("close");
+    })
+    .await
+}

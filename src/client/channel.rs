@@ -250,8 +250,12 @@ impl Channel {
             generation: self.inner.shared.generation,
             reply: Some(tx),
         };
-        if self.inner.submit(cmd).await.is_err() {
-            return Ok(());
+        match self.inner.submit(cmd).await {
+            Ok(()) => {}
+            // The command queue stayed full: no channel.close went out.
+            Err(e @ Error::Timeout { .. }) => return Err(e),
+            // The connection is gone, and the channel with it.
+            Err(_) => return Ok(()),
         }
         let timeout = self.inner.conn.config.close_timeout;
         match tokio::time::timeout(timeout, rx).await {

@@ -1,6 +1,10 @@
 //! The connection handle and how it is established.
 
-use std::{io::ErrorKind, sync::Arc, time::Duration};
+use std::{
+    io::ErrorKind,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use bytes::BytesMut;
 use tokio::{
@@ -96,21 +100,49 @@ impl Connection {
 
     /// Closes the connection: channels and consumers end, pending operations fail with
     /// [`Error::ClosedByClient`]. Waits for the broker's close-ok up to `close_timeout`.
+    ///
+    /// The close goes behind the commands already queued (publishes made before it are written first).
+    /// If the command queue stays full for `close_timeout` (the broker stopped reading this connection, as
+    /// RabbitMQ does under a resource alarm, so the driver stopped taking commands), the close is asked for
+    /// past the queue instead: the driver sends connection.close behind what it has already taken, and
+    /// drops the socket when no close-ok came in `close_timeout`; queued commands then fail. Either way
+    /// this returns within about three `close_timeout`s, with an error if the close did not complete.
     pub async fn close(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .commands
-            .send(Command::Close { reply: Some(tx) })
-            .await
-            .is_err()
-        {
-            return Ok(());
+        let close_timeout = self.inner.config.close_timeout;
+        match tokio::time::timeout(close_timeout, self.inner.commands.reserve()).await {
+            Ok(Ok(permit)) => permit.send(Command::Close { reply: Some(tx) }),
+            // The driver is gone: nothing is open.
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return self.close_past_the_queue().await,
         }
-        let timeout = self.inner.config.close_timeout + Duration::from_secs(1);
+        let timeout = close_timeout + Duration::from_secs(1);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                what: "connection.close-ok",
+                after: timeout,
+            }),
+        }
+    }
+
+    /// [`Connection::close`] when the command queue has no room: a flag and a notification the driver
+    /// sees without taking a command, then a wait for it to let go of the queue.
+    async fn close_past_the_queue(&self) -> Result<(), Error> {
+        let shared = &self.inner.shared;
+        shared.close_requested.store(true, Ordering::SeqCst);
+        shared.close_notify.notify_one();
+        // Wakes a driver that went back to taking commands meanwhile (if the queue is still full, it has
+        // commands to take, and sees the flag at its next pass).
+        let _ = self.inner.commands.try_send(Command::Close { reply: None });
+        // The driver's close handshake and then its goodbye, each bounded by close_timeout.
+        let timeout = 2 * self.inner.config.close_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(timeout, self.inner.commands.closed()).await {
+            Ok(()) => match shared.error.get() {
+                None | Some(Error::ClosedByClient(_)) => Ok(()),
+                Some(e) => Err(e.clone()),
+            },
             Err(_) => Err(Error::Timeout {
                 what: "connection.close-ok",
                 after: timeout,
@@ -288,6 +320,8 @@ where
         tuned,
         blocked: watch::channel(None).0,
         error: Default::default(),
+        close_requested: Default::default(),
+        close_notify: Default::default(),
     });
     let driver = Driver::new(
         reader,

@@ -61,7 +61,7 @@ impl AckCoalescer {
             } else if tag > self.settled_through {
                 self.settled_through = tag;
             }
-        } else if tag == self.settled_through + 1 {
+        } else if self.settled_through.checked_add(1) == Some(tag) {
             self.settled_through = tag;
         } else if tag > self.settled_through {
             self.enabled = false;
@@ -82,7 +82,7 @@ impl AckCoalescer {
                 let in_order = if multiple {
                     s.tag > self.settled_through
                 } else {
-                    s.tag == self.settled_through + 1
+                    self.settled_through.checked_add(1) == Some(s.tag)
                 };
                 if self.enabled && in_order {
                     self.settled_through = s.tag;
@@ -182,6 +182,17 @@ mod tests {
         assert_eq!(run(&mut c, vec![ack(1, false)]), vec![ack(1, false)]);
         let input = vec![ack(3, false), ack(2, false), ack(4, false), ack(5, false)];
         assert_eq!(run(&mut c, input.clone()), input);
+    }
+
+    #[test]
+    fn the_last_tag_there_is_does_not_overflow_the_prefix() {
+        // The broker chooses the tags; an app may ack the largest one with multiple set.
+        let mut c = AckCoalescer::default();
+        c.observe(u64::MAX, true);
+        assert_eq!(c.settled_through(), Some(u64::MAX));
+        let input = vec![ack(u64::MAX, false), ack(3, false)];
+        assert_eq!(run(&mut c, input.clone()), input);
+        c.observe(u64::MAX, false);
     }
 
     #[test]

@@ -230,7 +230,8 @@ pub(crate) fn may_hold_acks(unsettled: Option<u64>, prefetch: u16) -> bool {
     match (unsettled, u64::from(prefetch)) {
         (None, _) => false,
         (Some(_), 0) => true,
-        (Some(unsettled), prefetch) => unsettled * 4 < prefetch * 3,
+        // The tags are the broker's: saturating, so a peer's huge tag means "no", not an overflow.
+        (Some(unsettled), prefetch) => unsettled.saturating_mul(4) < prefetch * 3,
     }
 }
 
@@ -323,6 +324,9 @@ mod tests {
         assert!(!may_hold_acks(Some(3), 4));
         assert!(may_hold_acks(Some(2), 4));
         assert!(!may_hold_acks(None, 0), "settlement state unknown");
+        // The broker chooses the tags: a huge gap is "no", not an overflow.
+        assert!(!may_hold_acks(Some(u64::MAX / 2), 1000));
+        assert!(!may_hold_acks(Some(u64::MAX), u16::MAX));
     }
 
     #[test]

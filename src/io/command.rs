@@ -6,7 +6,7 @@ use std::sync::{
 };
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     client::{Confirmation, GetMessage, ReturnedMessage},
@@ -161,6 +161,12 @@ pub(crate) struct ConnectionShared {
     pub blocked: watch::Sender<Option<String>>,
     /// Why the connection ended, set once before the driver lets go of any waiter.
     pub error: OnceLock<Error>,
+    /// A close asked for without the command queue, which stayed full: the driver stops taking
+    /// commands while the peer does not read its writes (a broker's resource alarm, a dead path), and a
+    /// close must not wait for that to end. Set before `close_notify` is notified; the driver reads it
+    /// at every pass of its loop and waits on `close_notify` only while it takes no commands.
+    pub close_requested: AtomicBool,
+    pub close_notify: Notify,
 }
 
 impl ConnectionShared {

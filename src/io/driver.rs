@@ -295,6 +295,11 @@ where
             if self.sweep_deadline.is_some_and(|d| d <= Instant::now()) {
                 self.sweep_acks(Sweep::Now);
             }
+            // A close that could not get into the full command queue (see `Connection::close`).
+            if self.closing_deadline.is_none() && self.shared.close_requested.load(Ordering::SeqCst)
+            {
+                self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
+            }
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -381,6 +386,9 @@ where
                     // Events decoded while paused are still queued in the state machine.
                     self.dispatch_events()?;
                 }
+                // Only while no commands are taken: otherwise a close comes through the queue, or its
+                // flag is seen at the next pass.
+                () = self.shared.close_notify.notified(), if !take_commands && self.closing_deadline.is_none() => {}
                 cmd = self.commands.recv(), if take_commands => {
                     match cmd {
                         Some(cmd) => {
@@ -474,6 +482,10 @@ where
             Command::OpenChannel { reply } => {
                 if closing {
                     let _ = reply.send(Err(self.shared.error()));
+                    return;
+                }
+                if reply.is_closed() {
+                    // The caller gave up before its request got here: open nothing.
                     return;
                 }
                 let Some(id) = self.ids.allocate() else {
@@ -784,7 +796,12 @@ where
             (Some(waiter), None) => {
                 let _ = waiter.reply.send(Ok(Confirmation::NotRequested));
             }
-            (None, _) => {}
+            // Made while the channel was not yet in confirm mode (the publisher looked before this
+            // driver sent confirm.select) and sent after it: the broker numbers it all the same.
+            (None, Some(tracker)) => {
+                tracker.publish_unawaited();
+            }
+            (None, None) => {}
         }
         self.proto.send_publish(p.channel, &p.head, &p.body);
     }
@@ -793,6 +810,22 @@ where
         let Some(slot) = self.channels.get_mut(channel) else {
             return;
         };
+        // Its caller gave up (its rpc_timeout ran out while earlier RPCs were answered, or it dropped the
+        // future) before it was sent: not sending it keeps a retrying caller's abandoned attempts from
+        // piling up behind a slow head, and keeps a consume nobody receives from ever starting.
+        while slot
+            .rpcs
+            .front()
+            .is_some_and(|head| head.method.is_some() && head.reply.is_closed())
+        {
+            if let Some(head) = slot.rpcs.pop_front() {
+                debug!(
+                    channel,
+                    method = head.method.as_ref().map_or("", Method::name),
+                    "not sending an rpc whose caller gave up"
+                );
+            }
+        }
         let Some(head) = slot.rpcs.front_mut() else {
             return;
         };
@@ -963,8 +996,33 @@ where
         }
         let head = slot.rpcs.pop_front().expect("matched");
         let reply = match method {
-            Method::ChannelOpenOk(_) => RpcReply::Channel(slot.shared.clone()),
+            Method::ChannelOpenOk(_) => {
+                if head.reply.is_closed() {
+                    // Nobody will hold a handle to close it (its caller timed out or dropped the
+                    // future): close it now, or it keeps its id and the broker's channel until the
+                    // connection ends.
+                    debug!(channel, "closing a channel whose opener gave up");
+                    self.proto
+                        .close_channel(channel, ReplyCode::REPLY_SUCCESS, "closed by client");
+                    return Ok(());
+                }
+                RpcReply::Channel(slot.shared.clone())
+            }
             Method::BasicConsumeOk(ok) => {
+                if head.reply.is_closed() {
+                    // Its caller gave up after the consume went out: nobody will receive or cancel it,
+                    // so cancel it here, or the broker keeps sending it messages that are requeued
+                    // (or, with no-ack, lost) for the channel's life. Deliveries already on the way
+                    // find no consumer and are requeued.
+                    debug!(channel, tag = %ok.consumer_tag, "cancelling a consumer whose caller gave up");
+                    let cancel = basic::Cancel {
+                        consumer_tag: ok.consumer_tag,
+                        no_wait: true,
+                    };
+                    self.proto.send_method(channel, &cancel.into());
+                    self.send_next_rpc(channel);
+                    return Ok(());
+                }
                 if let Some(sink) = head.consumer {
                     let _ = sink.shared.tag.set(ok.consumer_tag.clone());
                     slot.note_consumer_limit(&sink);
@@ -1018,8 +1076,11 @@ where
             };
             let _ = waiter.reply.send(Ok(outcome));
         }
-        if returned.is_some() {
-            slot.pending_return = returned;
+        if let Some(message) = returned {
+            // The publish the ack names has nobody waiting for its confirm (it was made before the
+            // channel entered confirm mode, or was settled already): the return goes where returns
+            // without confirms go, rather than to the next publish's confirm.
+            deliver_return(&slot.shared, channel, message);
         }
     }
 
@@ -1253,6 +1314,10 @@ fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
         // Redelivered messages get new tags while the old ones are forgotten; a no-ack get's tag is
         // settled by the broker.
         Method::BasicRecover(_) | Method::BasicRecoverAsync(_) => acks.disable(),
+        // spec (tx.rollback): "abandons all message publications and acknowledgements performed in the
+        // current transaction": tags the prefix counts as settled are unsettled again, and a merged ack
+        // would settle them.
+        Method::TxRollback(_) => acks.disable(),
         Method::BasicGet(get) if get.no_ack => acks.disable(),
         _ => {}
     }

@@ -48,6 +48,15 @@ impl<W> ConfirmTracker<W> {
         seq
     }
 
+    /// Counts a publish nobody waits for, so that later publishes keep the broker's numbers: in confirm
+    /// mode the broker numbers every basic.publish, including one whose publisher decided, before the
+    /// channel entered confirm mode, not to ask for a confirm. Returns the number it took.
+    pub fn publish_unawaited(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     /// The number the next publish will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -103,5 +112,21 @@ mod tests {
         );
         assert_eq!(t.settle(9, true), Err(9), "never published");
         assert_eq!(t.drain().collect::<Vec<_>>(), vec![(5, 4)]);
+    }
+
+    #[test]
+    fn a_publish_nobody_awaits_keeps_its_number() {
+        let mut t = ConfirmTracker::new();
+        assert_eq!(t.publish_unawaited(), 1);
+        assert_eq!(t.publish("second"), 2);
+        assert_eq!(t.settle(1, false).unwrap(), vec![], "nobody to tell");
+        assert_eq!(t.settle(2, false).unwrap(), vec![(2, "second")]);
+        assert_eq!(t.publish_unawaited(), 3);
+        assert_eq!(t.publish("fourth"), 4);
+        assert_eq!(
+            t.settle(4, true).unwrap(),
+            vec![(4, "fourth")],
+            "a multiple ack over an unawaited number settles the awaited ones"
+        );
     }
 }

@@ -1,0 +1,258 @@
+//! Operations whose caller gave up (its future was dropped, or it timed out) against a scripted broker:
+//! nothing is left running on the broker's side and nothing waits forever on ours.
+//!
+//! Each scenario synchronises the broker's script with the client through oneshots, so that the future is
+//! dropped at a known point of the exchange (on this current-thread runtime the driver runs only when the
+//! test yields).
+
+mod fake_broker;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use coney::{
+    codec::{FieldTable, ShortStr},
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    spec::{basic, channel, queue, Method, ReplyCode},
+    BasicProperties, Connection, Error,
+};
+use fake_broker::{deliver, FakeBroker, Peer};
+use tokio::sync::oneshot;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A basic.consume already sent when its caller dropped the future: the consume-ok that follows starts a
+/// consumer nobody receives from, so the driver cancels it, and a delivery already on the way for it is
+/// given back to the queue.
+#[tokio::test]
+async fn a_consume_abandoned_after_it_was_sent_is_cancelled() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        match peer.expect_method().await {
+            (c, Method::BasicConsume(_)) if c == ch => {}
+            other => panic!("fake broker: expected basic.consume, got {other:?}"),
+        }
+        arrived_tx.send(()).expect("client listening");
+        dropped_rx.await.expect("client dropped the consume");
+        let tag = ShortStr::from("amq.ctag-abandoned");
+        peer.send_method(
+            ch,
+            basic::ConsumeOk {
+                consumer_tag: tag.clone(),
+            },
+        )
+        .await;
+        peer.send_content(ch, deliver(&tag, 1), b"on its way").await;
+        (tag, peer.methods_until_close(ch).await)
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let consume = ch.basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new());
+        tokio::select! {
+            biased;
+            r = consume => panic!("consume answered before the broker was told to: {:?}", r.map(|_| ())),
+            _ = arrived_rx => {}
+        }
+        dropped_tx.send(()).expect("broker listening");
+        // Let the driver take the consume-ok and the delivery.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close().await.expect("close");
+    };
+    let ((tag, seen), ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Method::BasicCancel(c) if c.consumer_tag == tag)),
+        "the abandoned consumer was cancelled: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Method::BasicReject(r) if r.delivery_tag == 1 && r.requeue)),
+        "its delivery went back to the queue: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|m| matches!(m, Method::BasicAck(_))),
+        "nothing acked: {seen:?}"
+    );
+}
+
+/// An RPC still queued behind an unanswered one when its caller dropped the future is never sent: here a
+/// basic.consume behind a slow queue.declare. The next RPC goes out in its place.
+#[tokio::test]
+async fn an_rpc_abandoned_before_it_was_sent_is_not_sent() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let name = peer.expect_queue_declare(ch).await;
+        arrived_tx.send(()).expect("client listening");
+        dropped_rx.await.expect("client dropped the consume");
+        peer.send_method(
+            ch,
+            queue::DeclareOk {
+                queue: name,
+                message_count: 0,
+                consumer_count: 0,
+            },
+        )
+        .await;
+        match peer.expect_method().await {
+            (c, Method::BasicQos(q)) if c == ch => assert_eq!(q.prefetch_count, 7),
+            other => panic!("fake broker: expected basic.qos next, got {other:?}"),
+        }
+        peer.send_method(ch, basic::QosOk {}).await;
+        peer.methods_until_close(ch).await
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let declarer = {
+            let ch = ch.clone();
+            tokio::spawn(async move {
+                ch.queue_declare("slow", Default::default(), FieldTable::new())
+                    .await
+            })
+        };
+        arrived_rx.await.expect("the declare reached the broker");
+        let consume = ch.basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new());
+        tokio::select! {
+            biased;
+            r = consume => panic!("consume answered: {:?}", r.map(|_| ())),
+            // Long enough for the driver to queue the consume behind the declare.
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        dropped_tx.send(()).expect("broker listening");
+        declarer
+            .await
+            .expect("declarer ran")
+            .expect("declare answered");
+        ch.basic_qos(7, Default::default()).await.expect("qos");
+        conn.close().await.expect("close");
+    };
+    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert!(
+        !seen.iter().any(|m| matches!(m, Method::BasicConsume(_))),
+        "the abandoned consume never went out: {seen:?}"
+    );
+}
+
+/// A channel.open whose caller dropped the future before open-ok: nobody holds a handle to close the
+/// channel, so the driver closes it, and the connection goes on.
+#[tokio::test]
+async fn a_channel_abandoned_before_open_ok_is_closed() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let abandoned = match peer.expect_method().await {
+            (c, Method::ChannelOpen(_)) if c != 0 => c,
+            other => panic!("fake broker: expected channel.open, got {other:?}"),
+        };
+        arrived_tx.send(()).expect("client listening");
+        dropped_rx.await.expect("client dropped the open");
+        peer.send_method(abandoned, channel::OpenOk).await;
+        peer.expect_channel_close(abandoned, ReplyCode::REPLY_SUCCESS)
+            .await;
+        peer.send_method(abandoned, channel::CloseOk).await;
+        let next = peer.open_channel().await;
+        peer.methods_until_close(next).await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let open = conn.open_channel();
+        tokio::select! {
+            biased;
+            r = open => panic!("open answered: {:?}", r.map(|_| ())),
+            _ = arrived_rx => {}
+        }
+        dropped_tx.send(()).expect("broker listening");
+        // Let the driver take the open-ok and close the channel before the next open goes out.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ch = conn.open_channel().await.expect("a later channel opens");
+        assert!(ch.is_open());
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}
+
+/// A broker that stops reading (as RabbitMQ does to a connection under a resource alarm) lets the writes
+/// pile up until the driver stops taking commands and the command queue fills. `Connection::close` must
+/// still return, in bounded time, with the connection closed: it asks for the close past the queue.
+#[tokio::test]
+async fn close_returns_when_the_broker_stops_reading() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        peer.open_channel().await;
+        // Reads nothing more; the socket stays open until the client is done.
+        done_rx.await.expect("client done");
+        drop(peer);
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let body = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut published = 0u32;
+        let full = loop {
+            let r = ch
+                .basic_publish(
+                    "",
+                    "q",
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    body.clone(),
+                )
+                .await;
+            match r {
+                Ok(_) => published += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                published < 100_000,
+                "the command queue never filled ({published} publishes)"
+            );
+        };
+        assert!(
+            matches!(full, Error::Timeout { .. }),
+            "publishes stop on a full queue: {full:?}"
+        );
+        // close_timeout is 1 s: the wait for room, the close handshake and the goodbye are one each.
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn.close())
+            .await
+            .expect("close returned");
+        assert!(
+            matches!(closed, Err(Error::Timeout { .. })),
+            "no close-ok came: {closed:?}"
+        );
+        assert!(!conn.is_open(), "the connection is closed");
+        assert!(!ch.is_open(), "and its channel with it");
+        done_tx.send(()).expect("broker waiting");
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(server, client)
+    })
+    .await
+    .expect("scenario finished in time");
+}
