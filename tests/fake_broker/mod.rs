@@ -194,6 +194,35 @@ impl Peer {
         self.send_raw(&buf).await;
     }
 
+    /// Writes `chunk` again and again for `duration`, as fast as the client takes it, and returns the frames
+    /// the client sent meanwhile (heartbeats included), read without waiting between the writes.
+    pub async fn stream_for(&mut self, chunk: &[u8], duration: Duration) -> Vec<Frame> {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut frames = Vec::new();
+        while tokio::time::Instant::now() < deadline {
+            self.send_raw(chunk).await;
+            loop {
+                if self.buf.capacity() - self.buf.len() < 4096 {
+                    self.buf.reserve(64 * 1024);
+                }
+                match self.stream.try_read_buf(&mut self.buf) {
+                    Ok(0) => panic!("fake broker: the client closed the socket while streaming"),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("fake broker: read while streaming: {e}"),
+                }
+            }
+            while let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .unwrap_or_else(|e| panic!("fake broker: undecodable frame from the client: {e}"))
+            {
+                frames.push(frame);
+            }
+        }
+        frames
+    }
+
     /// Sends a heartbeat frame.
     pub async fn send_heartbeat(&mut self) {
         let mut buf = BytesMut::new();
