@@ -20,6 +20,10 @@ use crate::{
     spec::{self, Method},
 };
 
+mod driver;
+
+pub use driver::check_driver;
+
 /// A fuzz target's check: panics if `data` breaks a property.
 pub type Check = fn(data: &[u8]);
 
@@ -31,6 +35,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("content_header", check_content_header),
     ("connection", check_connection),
     ("connection_reads", check_connection_reads),
+    ("driver", check_driver),
 ];
 
 /// The frame size limits `frame_decode` runs with: the pre-tune minimum and RabbitMQ's default frame_max.

@@ -623,6 +623,8 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
         seeds.write("connection_reads", name, &input)?;
     }
 
+    driver_seeds(seeds)?;
+
     buf.clear();
     Frame::Heartbeat.encode(&mut buf);
     seeds.write("frame_decode", "gen-heartbeat", &buf)?;
@@ -635,6 +637,156 @@ fn generated(seeds: &mut Seeds) -> io::Result<()> {
         "gen-protocol-header",
         &spec::PROTOCOL_HEADER,
     )?;
+    Ok(())
+}
+
+/// `driver`: what the scripted broker sends after its preamble (channel 1 in confirm mode, consumer
+/// `ctag`, publishes 1 to 3 awaiting their confirms; see `coney::fuzzing::check_driver`).
+fn driver_seeds(seeds: &mut Seeds) -> io::Result<()> {
+    let deliver = |stream: &mut BytesMut, tag: u64, consumer: &'static str, body: &[u8]| {
+        let method = Method::BasicDeliver(basic::Deliver {
+            consumer_tag: s(consumer),
+            delivery_tag: tag,
+            redelivered: tag % 3 == 0,
+            exchange: s(""),
+            routing_key: s("q"),
+        });
+        encode_method(stream, 1, &method);
+        let header = ContentHeader::new(
+            basic::Publish::CLASS_ID,
+            body.len() as u64,
+            &BasicProperties::default(),
+        );
+        encode_content_header(stream, 1, &header);
+        if !body.is_empty() {
+            encode_body(stream, 1, body);
+        }
+    };
+    let ack = |stream: &mut BytesMut, tag: u64, multiple: bool| {
+        let m = Method::BasicAck(basic::Ack {
+            delivery_tag: tag,
+            multiple,
+        });
+        encode_method(stream, 1, &m);
+    };
+    let mut stream = BytesMut::new();
+    for tag in 1..=10 {
+        deliver(&mut stream, tag, "ctag", b"payload");
+    }
+    ack(&mut stream, 3, true);
+    seeds.write("driver", "gen-deliveries-then-confirms", &stream)?;
+
+    stream.clear();
+    ack(&mut stream, 1, false);
+    let nack = Method::BasicNack(basic::Nack {
+        delivery_tag: 2,
+        multiple: false,
+        requeue: false,
+    });
+    encode_method(&mut stream, 1, &nack);
+    ack(&mut stream, 3, false);
+    ack(&mut stream, 3, false);
+    ack(&mut stream, 9, true);
+    seeds.write("driver", "gen-confirms-mixed-and-unknown", &stream)?;
+
+    stream.clear();
+    let ret = Method::BasicReturn(basic::Return {
+        reply_code: coney::ReplyCode(312),
+        reply_text: s("NO_ROUTE"),
+        exchange: s(""),
+        routing_key: s("q"),
+    });
+    encode_method(&mut stream, 1, &ret);
+    let header = ContentHeader::new(basic::Publish::CLASS_ID, 3, &properties());
+    encode_content_header(&mut stream, 1, &header);
+    encode_body(&mut stream, 1, &[0, 0, 0]);
+    ack(&mut stream, 1, false);
+    ack(&mut stream, 3, true);
+    seeds.write("driver", "gen-return-then-acks", &stream)?;
+
+    stream.clear();
+    deliver(&mut stream, 1, "ctag", b"one");
+    deliver(&mut stream, 2, "other", b"unknown consumer");
+    let cancel = Method::BasicCancel(basic::Cancel {
+        consumer_tag: s("ctag"),
+        no_wait: true,
+    });
+    encode_method(&mut stream, 1, &cancel);
+    deliver(&mut stream, 3, "ctag", b"after the cancel");
+    seeds.write("driver", "gen-broker-cancel", &stream)?;
+
+    stream.clear();
+    deliver(&mut stream, u64::MAX - 1, "ctag", b"big tag");
+    deliver(&mut stream, u64::MAX, "ctag", b"biggest tag");
+    deliver(&mut stream, 1, "ctag", b"");
+    ack(&mut stream, 0, true);
+    seeds.write("driver", "gen-extreme-tags", &stream)?;
+    stream.clear();
+    deliver(&mut stream, 1, "ctag", b"small tag");
+    deliver(&mut stream, u64::MAX / 2, "ctag", b"a jump, last in its read");
+    seeds.write("driver", "gen-tag-jump-last", &stream)?;
+
+    stream.clear();
+    for (channel, method) in [
+        (
+            0,
+            Method::ConnectionBlocked(connection::Blocked {
+                reason: s("low on memory"),
+            }),
+        ),
+        (1, Method::ChannelFlow(channel::Flow { active: false })),
+        (0, Method::ConnectionUnblocked(connection::Unblocked)),
+    ] {
+        encode_method(&mut stream, channel, &method);
+    }
+    for tag in 1..=12 {
+        deliver(&mut stream, tag, "ctag", b"while blocked");
+    }
+    seeds.write("driver", "gen-blocked-flow-and-a-full-queue", &stream)?;
+
+    stream.clear();
+    deliver(&mut stream, 1, "ctag", b"before the close");
+    let close = Method::ChannelClose(channel::Close {
+        reply_code: coney::ReplyCode(406),
+        reply_text: s("PRECONDITION_FAILED - unknown delivery tag 9"),
+        class_id: 60,
+        method_id: 80,
+    });
+    encode_method(&mut stream, 1, &close);
+    deliver(&mut stream, 2, "ctag", b"after the close");
+    seeds.write("driver", "gen-channel-closed-by-broker", &stream)?;
+
+    stream.clear();
+    let close = Method::ConnectionClose(connection::Close {
+        reply_code: coney::ReplyCode(320),
+        reply_text: s("CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"),
+        class_id: 0,
+        method_id: 0,
+    });
+    encode_method(&mut stream, 0, &close);
+    seeds.write("driver", "gen-connection-closed-by-broker", &stream)?;
+
+    stream.clear();
+    deliver(&mut stream, 1, "ctag", b"ok");
+    let method = Method::BasicDeliver(basic::Deliver {
+        consumer_tag: s("ctag"),
+        delivery_tag: 2,
+        redelivered: false,
+        exchange: s(""),
+        routing_key: s("q"),
+    });
+    encode_method(&mut stream, 1, &method);
+    // Over the scenario's 64 KiB message limit.
+    let header = ContentHeader::new(basic::Publish::CLASS_ID, 1 << 20, &BasicProperties::default());
+    encode_content_header(&mut stream, 1, &header);
+    encode_body(&mut stream, 1, &[1; 100]);
+    seeds.write("driver", "gen-message-over-the-limit", &stream)?;
+
+    stream.clear();
+    deliver(&mut stream, 1, "ctag", b"ok");
+    encode_method(&mut stream, 5, &Method::ChannelOpenOk(channel::OpenOk));
+    stream.extend_from_slice(&[1, 0, 1, 0, 0, 0, 4, 0, 60, 0]);
+    seeds.write("driver", "gen-unopened-channel-and-a-torn-frame", &stream)?;
     Ok(())
 }
 

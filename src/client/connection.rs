@@ -234,10 +234,34 @@ impl std::fmt::Debug for Connection {
 /// Runs the AMQP handshake on a connected stream, then hands the stream to a new driver task.
 async fn open<R, W>(
     config: ConnectionConfig,
+    reader: R,
+    writer: W,
+    deadline: Instant,
+) -> Result<Connection, Error>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (connection, driver) = open_unspawned(config, reader, writer, deadline).await?;
+    tokio::spawn(driver);
+    Ok(connection)
+}
+
+/// [`open`] without the spawn: the connection's handles and the driver's future, which owns the stream
+/// and must be polled for anything to happen (the driver fuzz check polls it beside its handles, so a
+/// panic in it reaches the check).
+pub(crate) async fn open_unspawned<R, W>(
+    config: ConnectionConfig,
     mut reader: R,
     mut writer: W,
     deadline: Instant,
-) -> Result<Connection, Error>
+) -> Result<
+    (
+        Connection,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    Error,
+>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -334,14 +358,14 @@ where
         config.confirm_window.max(1),
         config.close_timeout,
     );
-    tokio::spawn(WakeGated::new(driver.run()).instrument(span));
-    Ok(Connection {
+    let connection = Connection {
         inner: Arc::new(ConnectionInner {
             commands: tx,
             shared,
             config: Arc::new(config),
         }),
-    })
+    };
+    Ok((connection, WakeGated::new(driver.run()).instrument(span)))
 }
 
 fn handshake_params(config: &ConnectionConfig) -> HandshakeParams {

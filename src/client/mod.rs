@@ -9,6 +9,7 @@ mod publish;
 pub(crate) mod tls;
 
 pub use channel::{Channel, ReturnedMessages};
+pub(crate) use connection::open_unspawned;
 pub use connection::Connection;
 pub use consumer::Consumer;
 pub use delivery::{Delivery, GetMessage};
