@@ -786,32 +786,40 @@ impl Channel {
         self.inner.conn.shared.blocked.borrow().is_none() && *self.inner.shared.flow.borrow()
     }
 
+    /// Waits while the broker has the connection blocked or this channel flow-stopped, at most `timeout`.
+    /// Ends early with the channel's error when the channel or the connection ends meanwhile: closing a
+    /// channel sets its flow back to active and the connection's end clears the blocked state, so the
+    /// wait wakes and finds the channel closed.
     async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
         if self.is_publishable() {
             return Ok(());
         }
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut blocked = self.inner.conn.shared.blocked.subscribe();
-        if blocked.borrow().is_some() {
-            let reason = blocked.borrow().clone().unwrap_or_default();
-            if tokio::time::timeout(timeout, blocked.wait_for(Option::is_none))
-                .await
-                .is_err()
-            {
-                return Err(Error::Blocked(reason));
+        let mut flow = self.inner.shared.flow.subscribe();
+        loop {
+            self.check_open()?;
+            let reason = blocked.borrow_and_update().clone();
+            let active = *flow.borrow_and_update();
+            if reason.is_none() && active {
+                return Ok(());
+            }
+            tokio::select! {
+                // The senders live as long as the channel's and the connection's shared state, which
+                // this handle holds: `changed` ends only with a change.
+                _ = blocked.changed() => {}
+                _ = flow.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(match reason {
+                        Some(reason) => Error::Blocked(reason),
+                        None => Error::Timeout {
+                            what: "channel.flow to resume",
+                            after: timeout,
+                        },
+                    });
+                }
             }
         }
-        let mut flow = self.inner.shared.flow.subscribe();
-        if !*flow.borrow()
-            && tokio::time::timeout(timeout, flow.wait_for(|active| *active))
-                .await
-                .is_err()
-        {
-            return Err(Error::Timeout {
-                what: "channel.flow to resume",
-                after: timeout,
-            });
-        }
-        Ok(())
     }
 
     /// Listens for messages the broker returns (basic.return) on this channel when it is **not** in

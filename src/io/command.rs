@@ -232,6 +232,8 @@ impl ChannelShared {
         let _ = self.error.set(error);
         self.closed.store(true, Ordering::Release);
         self.confirm_window.close();
+        // Wakes publishers waiting for the flow to resume: they find the channel closed.
+        self.flow.send_replace(true);
         // Ends the returns listener once it has read what was already returned.
         self.returns
             .lock()

@@ -1237,6 +1237,8 @@ where
             }
             fail_slot(&mut slot, &error);
         }
+        // No longer blocked, and publishers waiting for that wake to find their channels closed.
+        self.shared.blocked.send_replace(None);
         for w in self.close_waiters.drain(..) {
             let result = match &error {
                 Error::ClosedByClient(_) => Ok(()),

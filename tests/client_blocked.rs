@@ -1,0 +1,135 @@
+//! `connection.blocked` and `channel.flow` against a scripted broker: a publish waits while either holds,
+//! and a publish waiting when the connection or the channel ends fails with that end's error at once,
+//! not with `Error::Blocked` when its `rpc_timeout` runs out.
+
+mod fake_broker;
+
+use std::time::Duration;
+
+use coney::{
+    codec::ShortStr,
+    options::BasicPublishOptions,
+    spec::{channel, connection, Method, ReplyCode},
+    BasicProperties, Connection, Error,
+};
+use fake_broker::{FakeBroker, Peer};
+use tokio::sync::oneshot;
+
+/// Long enough that a publish which waited it out would fail the scenario's bound.
+const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(15);
+
+#[tokio::test]
+async fn a_publish_waiting_on_a_blocked_connection_fails_when_the_broker_closes_it() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config().with_rpc_timeout(RPC_TIMEOUT);
+    let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        peer.open_channel().await;
+        let blocked = connection::Blocked {
+            reason: ShortStr::from("low on memory"),
+        };
+        peer.send_method(0, blocked).await;
+        waiting_rx.await.expect("client publishing");
+        let close = connection::Close {
+            reply_code: ReplyCode::CONNECTION_FORCED,
+            reply_text: ShortStr::from("CONNECTION_FORCED - shutdown"),
+            class_id: 0,
+            method_id: 0,
+        };
+        peer.send_method(0, close).await;
+        match peer.expect_method().await {
+            (0, Method::ConnectionCloseOk(_)) => {}
+            other => panic!("fake broker: expected close-ok, got {other:?}"),
+        }
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        while conn.blocked().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let publish = ch.basic_publish(
+            "",
+            "q",
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            &b"held"[..],
+        );
+        tokio::pin!(publish);
+        tokio::select! {
+            r = &mut publish => panic!("published while blocked: {:?}", r.map(|_| ())),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        waiting_tx.send(()).expect("broker listening");
+        let error = publish.await.map(|_| ()).expect_err("the connection ended");
+        assert!(
+            error.is_connection_closed()
+                && error.reply_code() == Some(ReplyCode::CONNECTION_FORCED),
+            "the connection's error, not {error:?}"
+        );
+        assert_eq!(conn.blocked(), None, "a closed connection is not blocked");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}
+
+#[tokio::test]
+async fn a_publish_waiting_for_channel_flow_fails_when_the_broker_closes_the_channel() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config().with_rpc_timeout(RPC_TIMEOUT);
+    let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        peer.send_method(ch, channel::Flow { active: false }).await;
+        match peer.expect_method().await {
+            (c, Method::ChannelFlowOk(ok)) if c == ch => assert!(!ok.active),
+            other => panic!("fake broker: expected flow-ok, got {other:?}"),
+        }
+        waiting_rx.await.expect("client publishing");
+        let close = channel::Close {
+            reply_code: ReplyCode::PRECONDITION_FAILED,
+            reply_text: ShortStr::from("PRECONDITION_FAILED - closing"),
+            class_id: 0,
+            method_id: 0,
+        };
+        peer.send_method(ch, close).await;
+        match peer.expect_method().await {
+            (c, Method::ChannelCloseOk(_)) if c == ch => {}
+            other => panic!("fake broker: expected channel.close-ok, got {other:?}"),
+        }
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let publish = ch.basic_publish(
+            "",
+            "q",
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            &b"held"[..],
+        );
+        tokio::pin!(publish);
+        tokio::select! {
+            r = &mut publish => panic!("published while flow-stopped: {:?}", r.map(|_| ())),
+            // Long enough for the driver to take the flow and answer it.
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        waiting_tx.send(()).expect("broker listening");
+        let error = publish.await.map(|_| ()).expect_err("the channel ended");
+        assert!(
+            matches!(&error, Error::ChannelClosed(r) if r.code == ReplyCode::PRECONDITION_FAILED),
+            "the channel's error, not {error:?}"
+        );
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}
