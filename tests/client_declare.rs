@@ -7,7 +7,7 @@ use coney::{
         BasicConsumeOptions, BasicPublishOptions, BindOptions, ExchangeDeclareOptions,
         ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
-    BasicProperties, Channel, Confirmation, Error, FieldTable, ReplyCode,
+    BasicProperties, Channel, Confirmation, Error, FieldTable, ReplyCode, ShortStr,
 };
 use support::*;
 
@@ -431,6 +431,43 @@ async fn queue_bind_unbind_purge_delete_report_counts() {
             .await
             .expect_err("deleted");
         assert_channel_closed(&ch, &err, ReplyCode::NOT_FOUND);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// A binding whose arguments table makes the method frame larger than the negotiated frame-max would be
+/// a 501 frame-error from RabbitMQ, closing the whole connection. It is refused before it is sent, and the
+/// connection and the channel go on.
+#[tokio::test]
+async fn a_binding_with_arguments_over_frame_max_is_refused_and_the_connection_goes_on() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let frame_max = conn.tuned().frame_max as usize;
+        assert!(frame_max > 0, "RabbitMQ negotiates a frame-max");
+        let q = unique("huge-binding");
+        declare_exclusive(&ch, &q).await;
+        let mut arguments = FieldTable::new().with("x-match", "all");
+        for i in 0..frame_max / 200 + 1 {
+            let key = ShortStr::try_from(format!("header-{i}")).expect("a short key");
+            arguments = arguments.with(key, "v".repeat(200));
+        }
+        let refused = ch
+            .queue_bind(&q, "amq.headers", "", BindOptions::default(), arguments)
+            .await
+            .expect_err("over frame-max");
+        assert!(
+            matches!(&refused, Error::InvalidArgument(text) if text.contains("frame-max")),
+            "{refused:?}"
+        );
+        assert!(conn.is_open() && ch.is_open());
+        // The same binding with a table that fits goes through.
+        let fits = FieldTable::new()
+            .with("x-match", "all")
+            .with("kind", "small");
+        ch.queue_bind(&q, "amq.headers", "", BindOptions::default(), fits)
+            .await
+            .expect("a binding that fits");
         conn.close().await.expect("close");
     })
     .await

@@ -18,7 +18,7 @@ use crate::{
     },
     codec::{FieldTable, ShortStr},
     error::Error,
-    frame::PublishHead,
+    frame::{encode_method, PublishHead},
     io::{
         command::{
             ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
@@ -275,12 +275,46 @@ impl Channel {
         Ok(())
     }
 
+    /// A method carrying a user's arguments table must fit one frame.
+    ///
+    /// spec (frame-max): the largest frame the peer accepts; RabbitMQ answers a larger one by closing the
+    /// whole connection with 501 frame-error, so one oversized binding's arguments would end every channel.
+    /// Only methods with a non-empty table are encoded to find out: without one a method is far below the
+    /// smallest frame-max (4096).
+    fn check_method_fits(&self, method: &Method) -> Result<(), Error> {
+        let arguments = match method {
+            Method::QueueDeclare(m) => &m.arguments,
+            Method::QueueBind(m) => &m.arguments,
+            Method::QueueUnbind(m) => &m.arguments,
+            Method::ExchangeDeclare(m) => &m.arguments,
+            Method::ExchangeBind(m) => &m.arguments,
+            Method::ExchangeUnbind(m) => &m.arguments,
+            Method::BasicConsume(m) => &m.arguments,
+            _ => return Ok(()),
+        };
+        let frame_max = self.inner.conn.shared.tuned.frame_max;
+        if arguments.is_empty() || frame_max == 0 {
+            return Ok(());
+        }
+        let mut frame = BytesMut::new();
+        encode_method(&mut frame, self.id(), method);
+        if frame.len() > frame_max as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{} with its arguments is a {}-byte frame, over the negotiated frame-max of {frame_max}",
+                method.name(),
+                frame.len()
+            )));
+        }
+        Ok(())
+    }
+
     async fn rpc_with(
         &self,
         method: Method,
         consumer: Option<ConsumerSink>,
     ) -> Result<RpcReply, Error> {
         self.check_open()?;
+        self.check_method_fits(&method)?;
         let (tx, rx) = oneshot::channel();
         let name = method.name();
         self.inner
@@ -315,6 +349,7 @@ impl Channel {
 
     async fn send(&self, method: Method) -> Result<(), Error> {
         self.check_open()?;
+        self.check_method_fits(&method)?;
         let cmd = Command::Send {
             channel: self.id(),
             generation: self.inner.shared.generation,
