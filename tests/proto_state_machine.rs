@@ -344,6 +344,21 @@ fn connection_close_during_handshake_is_server_closed_with_close_ok() {
 }
 
 #[test]
+fn debug_output_never_shows_the_password_waiting_to_be_sent() {
+    let mut p = params(NO_PREFS);
+    p.password = "hunter2-not-for-logs".into();
+    let mut s = Script::new(p);
+    s.take_protocol_header();
+    s.send(0, start("PLAIN", 0, 9)).unwrap();
+    assert!(
+        !s.conn.transmit().is_empty(),
+        "start-ok is queued, not yet taken"
+    );
+    let shown = format!("{:?}", s.conn);
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
 fn channel_method_before_open_ok_is_unexpected() {
     let mut s = Script::new(params(NO_PREFS));
     s.take_protocol_header();

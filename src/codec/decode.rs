@@ -1,8 +1,9 @@
 //! nom parsers for the primitive types, field values and tables.
 //!
 //! All parsers work on complete input (a whole frame payload is in memory before any method is decoded),
-//! so running out of bytes is [`CodecError::Truncated`]. No parser allocates more than the bytes it has
-//! already seen: a length prefix is checked against the remaining input before anything is copied.
+//! so running out of bytes is [`CodecError::Truncated`]. No parser allocates on a length it has not seen
+//! the bytes for: a length prefix is checked against the remaining input before anything is copied. The
+//! values built are at most 40 bytes per input byte (see the module docs of [`crate::codec`]).
 
 use bytes::Bytes;
 use nom::{

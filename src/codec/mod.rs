@@ -1,8 +1,11 @@
 //! AMQP 0-9-1 data types and their wire encoding: short and long strings, field values, tables, arrays.
 //!
-//! Sans-IO: these are plain values and pure functions over byte slices. Decoding never allocates more
-//! than the bytes it has been given, and nesting of tables and arrays is capped at [`MAX_NESTING`],
-//! checked before recursing.
+//! Sans-IO: these are plain values and pure functions over byte slices. Decoding never allocates on a
+//! length the peer claims: every length prefix is checked against the bytes actually given before
+//! anything is copied. What it builds is proportional to its input, at most 40 bytes of decoded values per
+//! input byte (an array of one-byte voids, each a 40-byte [`FieldValue`]; a table entry, 72 bytes, takes at
+//! least two), so a 128 KiB header frame decodes to at most about 5 MiB. Nesting of tables and arrays is
+//! capped at [`MAX_NESTING`], checked before recursing.
 
 pub mod decode;
 pub mod encode;

@@ -325,3 +325,14 @@ fn short_strings_compare_with_text_on_either_side() {
     assert_ne!(name, other);
     assert_ne!(other, name);
 }
+
+/// The module docs promise decoded values of at most about 40 bytes per input byte: the densest input is
+/// an array of one-byte voids (`V`), each a whole [`FieldValue`]; a table entry is at least two bytes
+/// (an empty key's length and a type letter) for a key and a value.
+#[test]
+fn decoded_values_stay_within_the_documented_size_per_input_byte() {
+    let value = std::mem::size_of::<FieldValue>();
+    let entry = std::mem::size_of::<(ShortStr, FieldValue)>();
+    assert!(value <= 40, "FieldValue is {value} bytes");
+    assert!(entry <= 2 * 40, "a table entry is {entry} bytes");
+}

@@ -14,13 +14,23 @@ use bytes::{Buf, Bytes, BytesMut};
 ///
 /// Bounded by whoever fills it: the driver stops taking commands while [`ByteQueue::len`] is above its
 /// limit.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ByteQueue {
     /// Finished segments, written before `tail`.
     segments: VecDeque<Bytes>,
     tail: BytesMut,
     /// Bytes in `segments`.
     segment_len: usize,
+}
+
+/// Sizes only: the bytes waiting to go out include the SASL response with the password (P10).
+impl std::fmt::Debug for ByteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteQueue")
+            .field("len", &self.len())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
 }
 
 impl ByteQueue {
