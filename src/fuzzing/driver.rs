@@ -29,7 +29,7 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(5);
 const DELIVERIES_TAKEN: usize = 64;
 
 /// Runs the scenario on `data` and panics if anything panics, if it does not finish within
-/// [`SCENARIO_LIMIT`], if a publish's confirm is still unresolved once the connection has closed, or
+/// five seconds, if a publish's confirm is still unresolved once the connection has closed, or
 /// if the connection still says it is open.
 pub fn check_driver(data: &[u8]) {
     thread_local! {
