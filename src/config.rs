@@ -616,6 +616,17 @@ impl<'a> RawUri<'a> {
             Some((userinfo, host_port)) => (Some(userinfo), host_port),
             None => (None, authority),
         };
+        // A '/' or '?' in an unescaped password ends the authority early: `amqp://user:12/ab@host` reads
+        // as host "user", port 12 and vhost "ab@host", which would connect elsewhere with the default
+        // credentials and show the rest of the password as a vhost. With no user info before the host,
+        // an '@' after it is that mistake far more often than a vhost with '@' in its name, which can
+        // be written %40.
+        if userinfo.is_none() && rest.contains('@') {
+            return Err(invalid_uri(
+                "an '@' after the host: percent-encode '/' and '?' in a password (%2F, %3F), \
+                 and '@' in a vhost (%40)",
+            ));
+        }
         let (path, query) = match rest.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
@@ -1289,6 +1300,9 @@ mod tests {
             format!("amqp://user:{PW}@host?auth_mechanism=nope"),
             format!("amqp://user:{PW}@host?connection_timeout=0"),
             format!("amqp://user:{PW}@host/{}", "v".repeat(300)),
+            // Unescaped '/' or '?' after a numeric start: the rest would be taken for a vhost or a query.
+            "amqp://user:12/Zq9-s3cr3t-PW@host".to_string(),
+            "amqp://user:12?Zq9-s3cr3t-PW@host".to_string(),
         ];
         for uri in &bad {
             let e = parse_err(uri);
@@ -1313,6 +1327,17 @@ mod tests {
             parse("amqp://u:@h").redacted_uri(),
             "amqp://u:***@h:5672/%2F"
         );
+    }
+
+    #[test]
+    fn an_at_sign_after_the_host_is_refused_unless_escaped() {
+        // Taken for a password's tail after an unescaped '/' (see RawUri::split).
+        assert!(ConnectionConfig::from_uri("amqp://host/a@b").is_err());
+        assert!(ConnectionConfig::from_uri("amqp://host/?x=a@b").is_err());
+        assert_eq!(parse("amqp://host/a%40b").vhost, "a@b");
+        // With user info before the host, an '@' in it is fine.
+        let c = parse("amqp://us%2Fer:p%40ss@host/vh");
+        assert_eq!((c.username.as_str(), c.vhost.as_str()), ("us/er", "vh"));
     }
 
     #[test]
