@@ -416,6 +416,50 @@ async fn no_ack_consumer_and_run_handler() {
     .await
 }
 
+/// Settling a delivery the broker settled when it sent it (`no_ack`) would be a 406 "unknown delivery
+/// tag" that closes the channel; it is refused locally, and the channel goes on.
+#[tokio::test]
+async fn settling_a_no_ack_delivery_is_refused_and_the_channel_goes_on() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_with(&ch, "no-ack-settle", &["c0", "g0"]).await;
+        let got = ch
+            .basic_get(&q, true)
+            .await
+            .expect("get")
+            .expect("a message");
+        assert!(matches!(got.ack().await, Err(Error::InvalidArgument(_))));
+        let mut consumer = ch
+            .basic_consume(
+                &q,
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::new(),
+            )
+            .await
+            .expect("consume");
+        let d = consumer.next().await.expect("open").expect("delivery");
+        assert!(matches!(d.ack().await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            d.nack(Default::default()).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            d.reject(true).await,
+            Err(Error::InvalidArgument(_))
+        ));
+        // Still open: an RPC on the channel works.
+        let other = unique("after-no-ack");
+        declare_exclusive(&ch, &other).await;
+        assert!(ch.is_open());
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
 #[tokio::test]
 async fn channel_flow_and_global_qos() {
     with_timeout(async {

@@ -882,6 +882,7 @@ impl Channel {
             no_ack,
         };
         match self.rpc_with(m.into(), None).await? {
+            RpcReply::Get(message) if no_ack => Ok(message.map(GetMessage::settled_by_broker)),
             RpcReply::Get(message) => Ok(message),
             RpcReply::Method(other) => Err(unexpected(other)),
             RpcReply::Channel(_) => Err(Error::InvalidArgument("unexpected reply".into())),

@@ -59,6 +59,13 @@ impl DeliveryAcker {
     /// it was not queued (so retrying cannot ack twice). Cancelling the call while it waits for room
     /// changes nothing.
     async fn settle(&self, tag: u64, settle: Settle) -> Result<(), Error> {
+        if self.no_ack {
+            // spec (basic.ack): a tag the broker does not hold unacknowledged is a 406 channel error
+            // (RabbitMQ: "unknown delivery tag"), which would end every consumer on the channel.
+            return Err(Error::InvalidArgument(format!(
+                "delivery {tag} came with no_ack: the broker settled it when it sent it"
+            )));
+        }
         if self.channel.is_closed() {
             return Err(Error::StaleDelivery(tag));
         }
@@ -120,7 +127,8 @@ impl DeliveryAcker {
 ///
 /// Unless the consumer was started with `no_ack`, settle it with [`Delivery::ack`], [`Delivery::nack`] or
 /// [`Delivery::reject`]; an unsettled delivery counts against the prefetch limit until its channel closes,
-/// when the broker requeues it.
+/// when the broker requeues it. A `no_ack` delivery was settled by the broker when it was sent: settling
+/// it is an [`Error::InvalidArgument`] and sends nothing (the broker would close the channel with 406).
 pub struct Delivery {
     /// The consumer it was delivered to.
     pub consumer_tag: ShortStr,
@@ -290,6 +298,12 @@ impl GetMessage {
             body,
             acker,
         }
+    }
+
+    /// The message was fetched with `no_ack`: the broker settled it, and settling it again is refused.
+    pub(crate) fn settled_by_broker(mut self) -> GetMessage {
+        self.acker.no_ack = true;
+        self
     }
 
     /// Acknowledges the message (unless it was fetched with `no_ack`).
