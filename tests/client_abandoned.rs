@@ -256,3 +256,60 @@ async fn close_returns_when_the_broker_stops_reading() {
     .await
     .expect("scenario finished in time");
 }
+
+/// A `no_ack` consumer dropped while a delivery to it is on the way: the broker settled that delivery when
+/// it sent it, so the client drops it. A reject would name a tag the broker does not hold, and RabbitMQ
+/// would close the channel with 406.
+#[tokio::test]
+async fn a_delivery_in_flight_to_a_dropped_no_ack_consumer_is_dropped_not_rejected() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        match peer.expect_method().await {
+            (c, Method::BasicCancel(cancel)) if c == ch && cancel.consumer_tag == tag => {
+                assert!(
+                    cancel.no_wait,
+                    "a dropped consumer does not wait for cancel-ok"
+                );
+            }
+            other => panic!("fake broker: expected basic.cancel, got {other:?}"),
+        }
+        // Sent before the broker processed the cancel.
+        peer.send_content(ch, deliver(&tag, 1), b"in flight").await;
+        peer.methods_until_close(ch).await
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let consumer = ch
+            .basic_consume(
+                "q",
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::new(),
+            )
+            .await
+            .expect("consume");
+        drop(consumer);
+        // Let the driver take the delivery.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(ch.is_open());
+        conn.close().await.expect("close");
+    };
+    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, Method::BasicReject(_) | Method::BasicAck(_))),
+        "nothing settled: {seen:?}"
+    );
+}

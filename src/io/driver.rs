@@ -25,6 +25,7 @@ use tracing::{debug, trace, warn};
 
 use crate::{
     client::{Confirmation, DeliveryAcker, GetMessage, InboundDelivery, ReturnedMessage},
+    codec::ShortStr,
     error::{CloseReason, Error},
     frame::PropertyList,
     io::{
@@ -102,13 +103,34 @@ struct ChannelSlot {
     consumer_prefetch: u16,
     /// Listed in `Driver::fed` since the last dispatched read.
     fed: bool,
+    /// Tags of `no_ack` consumers this client cancelled without waiting for cancel-ok (a dropped
+    /// [`Consumer`](crate::Consumer), or a consume whose caller gave up): deliveries already on the way
+    /// to them were settled by the broker when it sent them, so they are dropped, not rejected (a reject
+    /// of a tag the broker does not hold is a 406 that closes the channel). The most recent
+    /// [`CANCELLED_NO_ACK_KEPT`]; after cancel-ok, or once the broker has processed the cancel, none
+    /// can come.
+    cancelled_no_ack: VecDeque<ShortStr>,
     /// How many of this incarnation's channel commands the driver has handled: its
     /// [`AckQueue`](crate::io::ack_queue::AckQueue) is taken only when this has caught up with the
     /// commands queued (see there).
     commands_handled: u64,
 }
 
+/// How many cancelled `no_ack` consumer tags a channel remembers (see `ChannelSlot::cancelled_no_ack`).
+const CANCELLED_NO_ACK_KEPT: usize = 64;
+
 impl ChannelSlot {
+    /// Remembers a `no_ack` consumer cancelled without a cancel-ok to wait for.
+    fn cancelled_without_ok(&mut self, tag: ShortStr, no_ack: bool) {
+        if !no_ack {
+            return;
+        }
+        if self.cancelled_no_ack.len() == CANCELLED_NO_ACK_KEPT {
+            self.cancelled_no_ack.pop_front();
+        }
+        self.cancelled_no_ack.push_back(tag);
+    }
+
     /// Remembers a delivery handed to a consumer that acks, for [`Driver::promise_sweeps`].
     fn note_delivered(&mut self, tag: u64, channel: u16, fed: &mut Vec<u16>) {
         self.last_delivered = tag;
@@ -517,6 +539,7 @@ where
                     consumer_prefetch: 0,
                     commands_handled: 0,
                     fed: false,
+                    cancelled_no_ack: VecDeque::new(),
                 };
                 slot.rpcs.push_back(PendingRpc {
                     method: None,
@@ -588,6 +611,7 @@ where
                     (_, Method::BasicCancel(cancel)) => {
                         if let Some(sink) = slot.consumers.remove(&cancel.consumer_tag) {
                             let _ = sink.shared.ended.set(Error::ClosedByClient("consumer"));
+                            slot.cancelled_without_ok(cancel.consumer_tag.clone(), sink.no_ack);
                         }
                     }
                     _ => {}
@@ -1015,6 +1039,9 @@ where
                     // (or, with no-ack, lost) for the channel's life. Deliveries already on the way
                     // find no consumer and are requeued.
                     debug!(channel, tag = %ok.consumer_tag, "cancelling a consumer whose caller gave up");
+                    if let Some(sink) = &head.consumer {
+                        slot.cancelled_without_ok(ok.consumer_tag.clone(), sink.no_ack);
+                    }
                     let cancel = basic::Cancel {
                         consumer_tag: ok.consumer_tag,
                         no_wait: true,
@@ -1102,6 +1129,12 @@ where
         match method {
             Method::BasicDeliver(deliver) => {
                 let Some(sink) = slot.consumers.get(&deliver.consumer_tag) else {
+                    if slot.cancelled_no_ack.contains(&deliver.consumer_tag) {
+                        // Settled by the broker on sending; its tag is a gap the ack prefix cannot cross.
+                        debug!(channel, tag = %deliver.consumer_tag, "delivery for a cancelled no-ack consumer; dropped");
+                        slot.acks.disable();
+                        return Ok(());
+                    }
                     warn!(channel, tag = %deliver.consumer_tag, "delivery for an unknown consumer; requeued");
                     let reject = basic::Reject {
                         delivery_tag: deliver.delivery_tag,
