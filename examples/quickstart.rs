@@ -1,6 +1,6 @@
 //! Connect, declare a queue, publish with confirms, consume and ack, close.
 //!
-//! Run: `cargo run --example quickstart` (honours `AMQP_URL`, default amqp://guest:guest@127.0.0.1:5672/%2f).
+//! Run: `cargo run --example quickstart` (honours `AMQP_URL` and `RABBITMQ_URL`, default amqp://guest:guest@localhost:5672/%2f).
 
 use coney::{
     options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},

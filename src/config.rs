@@ -25,6 +25,9 @@
 //!   The specification strictly reads `amqp://host/` as the empty vhost; like the Java and Go clients,
 //!   coney reads both `amqp://host` and `amqp://host/` as the default vhost `/`.
 //! - A fragment (`#...`) is an error: it is almost always a password with an unescaped `#`.
+//! - Without user info, an `@` anywhere after the host (in the vhost or the query) is an error: it is
+//!   almost always the rest of a password cut short by an unescaped `/` or `?` (`amqp://user:12/ab@host`
+//!   would read as host `user`, port 12, vhost `ab@host`). Write `@` in a vhost or a value as `%40`.
 //!
 //! Query parameters (values are form-decoded; a repeated parameter takes its last value):
 //!
@@ -624,7 +627,7 @@ impl<'a> RawUri<'a> {
         if userinfo.is_none() && rest.contains('@') {
             return Err(invalid_uri(
                 "an '@' after the host: percent-encode '/' and '?' in a password (%2F, %3F), \
-                 and '@' in a vhost (%40)",
+                 and '@' in a vhost or a query value (%40)",
             ));
         }
         let (path, query) = match rest.split_once('?') {

@@ -369,6 +369,9 @@ impl Channel {
 
     /// exchange.declare: creates the exchange `name` of type `kind` (`direct`, `fanout`, `topic`,
     /// `headers`, or a plugin's) or checks that it exists with the same settings (406 if not).
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn exchange_declare(
         &self,
         name: &str,
@@ -404,6 +407,9 @@ impl Channel {
     }
 
     /// exchange.bind (RabbitMQ extension): routes messages from `source` to `destination`.
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn exchange_bind(
         &self,
         destination: &str,
@@ -423,6 +429,9 @@ impl Channel {
     }
 
     /// exchange.unbind (RabbitMQ extension).
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn exchange_unbind(
         &self,
         destination: &str,
@@ -443,6 +452,9 @@ impl Channel {
 
     /// queue.declare: creates the queue or checks it. An empty `name` asks the broker to name it; the
     /// answer carries the name and the queue's message and consumer counts.
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn queue_declare(
         &self,
         name: &str,
@@ -457,6 +469,9 @@ impl Channel {
     }
 
     /// queue.declare with no-wait: nothing comes back, so the name must be given and no counts are known.
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn queue_declare_nowait(
         &self,
         name: &str,
@@ -473,6 +488,9 @@ impl Channel {
     }
 
     /// queue.bind: routes messages from `exchange` with `routing_key` to `queue`.
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn queue_bind(
         &self,
         queue: &str,
@@ -492,6 +510,9 @@ impl Channel {
     }
 
     /// queue.unbind (always synchronous: the spec gives it no no-wait flag).
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn queue_unbind(
         &self,
         queue: &str,
@@ -559,6 +580,9 @@ impl Channel {
     }
 
     /// basic.consume: subscribes to `queue`. An empty `consumer_tag` lets the broker pick one.
+    ///
+    /// An `arguments` table that makes the method frame larger than the negotiated frame-max is an
+    /// [`Error::InvalidArgument`], and nothing is sent (RabbitMQ would close the connection with 501).
     pub async fn basic_consume(
         &self,
         queue: &str,
@@ -638,7 +662,8 @@ impl Channel {
 
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
     /// flow-stopped, and in confirm mode while the confirm window is full (each wait bounded by
-    /// `rpc_timeout`). The returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
+    /// `rpc_timeout`, and ended at once by the channel's or the connection's end, with its error). The
+    /// returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
     ///
     /// The method and header frames are encoded when this is called, so the future borrows neither the
     /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes, or

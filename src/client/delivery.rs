@@ -231,6 +231,10 @@ impl Delivery {
     /// (at most 64) has piled up, and at the latest about a millisecond after the deliveries came.
     /// Closer to the limit, and for channels without a stream of deliveries, acks are sent as soon as
     /// the driver gets to them. A close of the channel or connection sends acks made before it first.
+    ///
+    /// Errors: [`Error::InvalidArgument`] for a `no_ack` delivery (the broker settled it when it sent it;
+    /// nothing is sent), [`Error::StaleDelivery`] once its channel has closed. The same holds for
+    /// [`Delivery::ack_multiple`], [`Delivery::nack`] and [`Delivery::reject`].
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }
@@ -306,7 +310,8 @@ impl GetMessage {
         self
     }
 
-    /// Acknowledges the message (unless it was fetched with `no_ack`).
+    /// Acknowledges the message. One fetched with `no_ack` was settled by the broker when it was sent:
+    /// settling it is an [`Error::InvalidArgument`], and nothing is sent.
     pub async fn ack(&self) -> Result<(), Error> {
         self.acker.ack(self.delivery_tag, false).await
     }
