@@ -313,3 +313,144 @@ async fn a_delivery_in_flight_to_a_dropped_no_ack_consumer_is_dropped_not_reject
         "nothing settled: {seen:?}"
     );
 }
+
+/// A basic.get already sent when its caller dropped the future: without no_ack the broker holds the
+/// message for the channel, so the client gives it back (basic.reject with requeue) instead of letting it
+/// sit unacked until the channel closes.
+#[tokio::test]
+async fn a_get_abandoned_after_it_was_sent_is_requeued() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        match peer.expect_method().await {
+            (c, Method::BasicGet(get)) if c == ch => assert!(!get.no_ack),
+            other => panic!("fake broker: expected basic.get, got {other:?}"),
+        }
+        arrived_tx.send(()).expect("client listening");
+        dropped_rx.await.expect("client dropped the get");
+        let ok = basic::GetOk {
+            delivery_tag: 7,
+            redelivered: false,
+            exchange: ShortStr::from(""),
+            routing_key: ShortStr::from("q"),
+            message_count: 0,
+        };
+        peer.send_content(ch, ok, b"nobody's").await;
+        peer.methods_until_close(ch).await
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let get = ch.basic_get("q", false);
+        tokio::select! {
+            biased;
+            r = get => panic!("get answered: {:?}", r.map(|_| ())),
+            _ = arrived_rx => {}
+        }
+        dropped_tx.send(()).expect("broker listening");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close().await.expect("close");
+    };
+    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Method::BasicReject(r) if r.delivery_tag == 7 && r.requeue)),
+        "the message went back to the queue: {seen:?}"
+    );
+}
+
+/// A basic.consume whose future is dropped after the driver answered it but before the future read the
+/// answer: the consumer is registered and nobody will ever hold it. The first delivery to it finds its
+/// queue's receiver gone, and the driver cancels the consumer (and requeues the delivery).
+#[tokio::test]
+async fn a_consume_dropped_after_its_answer_is_cancelled_at_its_first_delivery() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        arrived_tx.send(()).expect("client listening");
+        dropped_rx.await.expect("client dropped the consume");
+        peer.send_content(ch, deliver(&tag, 1), b"to nobody").await;
+        (tag, peer.methods_until_close(ch).await)
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        // Boxed, so that dropping it drops the future (a `tokio::pin!`ned one lives to the end of the block).
+        let mut consume =
+            Box::pin(ch.basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new()));
+        tokio::select! {
+            biased;
+            r = &mut consume => panic!("consume answered before consume-ok: {:?}", r.map(|_| ())),
+            _ = arrived_rx => {}
+        }
+        // Not polled meanwhile: the driver takes consume-ok, registers the consumer and answers into a
+        // receiver that is still there.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(consume);
+        dropped_tx.send(()).expect("broker listening");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close().await.expect("close");
+    };
+    let ((tag, seen), ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Method::BasicCancel(c) if c.consumer_tag == tag && c.no_wait)),
+        "the consumer nobody holds was cancelled: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, Method::BasicReject(r) if r.delivery_tag == 1 && r.requeue)),
+        "its delivery went back: {seen:?}"
+    );
+}
+
+/// A channel.open whose future is dropped after the driver answered it but before the future read the
+/// answer: the answer closes the channel when it is dropped unread.
+#[tokio::test]
+async fn a_channel_dropped_after_its_answer_is_closed() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let abandoned = peer.open_channel().await;
+        arrived_tx.send(()).expect("client listening");
+        peer.expect_channel_close(abandoned, ReplyCode::REPLY_SUCCESS)
+            .await;
+        peer.send_method(abandoned, channel::CloseOk).await;
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let mut open = Box::pin(conn.open_channel());
+        tokio::select! {
+            biased;
+            r = &mut open => panic!("open answered before open-ok: {:?}", r.map(|_| ())),
+            _ = arrived_rx => {}
+        }
+        // Not polled meanwhile: the driver takes open-ok and answers into a receiver still there.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(open);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close().await.expect("close");
+    };
+    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time");
+}

@@ -571,12 +571,9 @@ impl Channel {
             prefetch_count,
             global: options.global,
         };
-        self.rpc(m.into()).await?;
-        self.inner
-            .shared
-            .prefetch
-            .store(prefetch_count, Ordering::Release);
-        Ok(())
+        // The driver records the limit when it sends the method (a caller that stops waiting for
+        // qos-ok does not leave the channel's consumers sized by the old one).
+        self.rpc(m.into()).await.map(drop)
     }
 
     /// basic.consume: subscribes to `queue`. An empty `consumer_tag` lets the broker pick one.

@@ -81,7 +81,7 @@ impl Connection {
         self.send(Command::OpenChannel { reply: tx }).await?;
         let timeout = self.inner.config.rpc_timeout;
         let shared = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(RpcReply::Channel(shared)))) => shared,
+            Ok(Ok(Ok(RpcReply::Channel(opened)))) => opened.into_shared(),
             Ok(Ok(Ok(_))) => {
                 return Err(Error::Handshake("unexpected reply to channel.open".into()))
             }

@@ -196,6 +196,10 @@ impl InboundDelivery {
         self.deliver.delivery_tag
     }
 
+    pub(crate) fn consumer_tag(&self) -> &ShortStr {
+        &self.deliver.consumer_tag
+    }
+
     /// Builds the properties and the user's [`Delivery`]. Fails only if the properties, checked on
     /// receipt, do not decode after all (a bug: see [`PropertyList::decode`]).
     pub(crate) fn into_delivery(self) -> Result<Delivery, CodecError> {

@@ -133,7 +133,40 @@ pub(crate) struct ConfirmWaiter {
 pub(crate) enum RpcReply {
     Method(Method),
     Get(Option<GetMessage>),
-    Channel(Arc<ChannelShared>),
+    Channel(OpenedChannel),
+}
+
+/// A channel the broker opened, on its way to the caller of `open_channel`: until the caller turns it
+/// into a [`Channel`](crate::Channel) handle ([`OpenedChannel::into_shared`]), dropping it closes the
+/// channel, so a caller that gave up after the driver answered (its future dropped before it read the
+/// reply) leaves no channel open.
+pub(crate) struct OpenedChannel(Option<Arc<ChannelShared>>);
+
+impl OpenedChannel {
+    pub fn new(shared: Arc<ChannelShared>) -> Self {
+        OpenedChannel(Some(shared))
+    }
+
+    pub fn into_shared(mut self) -> Arc<ChannelShared> {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for OpenedChannel {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.take() else {
+            return;
+        };
+        if let Some(commands) = shared.commands.upgrade() {
+            // Best effort, like a dropped handle's close: with the queue full, the channel stays open
+            // until the connection closes.
+            let _ = commands.try_send(Command::CloseChannel {
+                channel: shared.id,
+                generation: shared.generation,
+                reply: None,
+            });
+        }
+    }
 }
 
 /// Where a consumer's deliveries go.

@@ -32,8 +32,8 @@ use crate::{
         ack_coalescer::AckCoalescer,
         ack_queue::{may_hold_acks, Settlement},
         command::{
-            ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, Publish,
-            RpcReply,
+            ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, OpenedChannel,
+            Publish, RpcReply,
         },
         consumer_map::ConsumerMap,
         delivery_queue::{DeliveryHandle, DeliverySender, Pushed},
@@ -78,6 +78,8 @@ const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
 const MAX_IO_SLICES: usize = 64;
 
 struct PendingRpc {
+    /// A basic.get with no_ack: its message, if the caller is gone, was settled by the broker.
+    get_no_ack: bool,
     method: Option<Method>,
     responses: &'static [(u16, u16)],
     reply: oneshot::Sender<Result<RpcReply, Error>>,
@@ -403,7 +405,7 @@ where
                             }
                         }
                         Pushed::Full(delivery) => self.parked = Some(Parked { queue, delivery }),
-                        Pushed::Closed(delivery) => self.consumer_gone(delivery),
+                        Pushed::Closed(delivery) => self.receiver_gone(delivery),
                     }
                     // Events decoded while paused are still queued in the state machine.
                     self.dispatch_events()?;
@@ -542,6 +544,7 @@ where
                     cancelled_no_ack: VecDeque::new(),
                 };
                 slot.rpcs.push_back(PendingRpc {
+                    get_no_ack: false,
                     method: None,
                     responses: crate::spec::method_info(
                         channel::Open::CLASS_ID,
@@ -575,6 +578,7 @@ where
                 let responses = rpc_responses(&method);
                 let idle = slot.rpcs.is_empty();
                 slot.rpcs.push_back(PendingRpc {
+                    get_no_ack: matches!(&method, Method::BasicGet(get) if get.no_ack),
                     method: Some(method),
                     responses,
                     reply,
@@ -863,6 +867,13 @@ where
             }
             slot.shared.confirm_mode.store(true, Ordering::Release);
         }
+        if let Method::BasicQos(qos) = &method {
+            // The broker applies it once it reads it, whether or not its caller waits for qos-ok: the
+            // consumers started after it and the driver's ack holding must go by it from now on.
+            slot.shared
+                .prefetch
+                .store(qos.prefetch_count, Ordering::Release);
+        }
         trace!(channel, method = method.name(), "rpc");
         self.proto.send_method(channel, &method);
     }
@@ -1030,7 +1041,7 @@ where
                         .close_channel(channel, ReplyCode::REPLY_SUCCESS, "closed by client");
                     return Ok(());
                 }
-                RpcReply::Channel(slot.shared.clone())
+                RpcReply::Channel(OpenedChannel::new(slot.shared.clone()))
             }
             Method::BasicConsumeOk(ok) => {
                 if head.reply.is_closed() {
@@ -1173,7 +1184,7 @@ where
                             delivery,
                         });
                     }
-                    Pushed::Closed(delivery) => self.consumer_gone(delivery),
+                    Pushed::Closed(delivery) => self.receiver_gone(delivery),
                 }
             }
             Method::BasicReturn(ret) => {
@@ -1206,6 +1217,26 @@ where
                     ));
                 }
                 let head = slot.rpcs.pop_front().expect("checked");
+                if head.reply.is_closed() {
+                    // Its caller gave up after the get went out. Without no_ack the broker holds the
+                    // message for this channel: give it back, or nobody gets it until the channel
+                    // closes. (With no_ack it was the caller's, and is gone with it.)
+                    if !head.get_no_ack {
+                        debug!(
+                            channel,
+                            tag = ok.delivery_tag,
+                            "requeueing a get whose caller gave up"
+                        );
+                        let reject = basic::Reject {
+                            delivery_tag: ok.delivery_tag,
+                            requeue: true,
+                        };
+                        slot.acks.observe(reject.delivery_tag, false);
+                        self.proto.send_method(channel, &reject.into());
+                    }
+                    self.send_next_rpc(channel);
+                    return Ok(());
+                }
                 let message = GetMessage::new(
                     ok,
                     built.take().expect("built for everything but deliveries"),
@@ -1235,6 +1266,34 @@ where
                 format!("content header: {e}"),
             )
         })
+    }
+
+    /// A delivery whose consumer's receiver is gone. Normally a dropped [`Consumer`](crate::Consumer)
+    /// has sent its cancel already, but a consume whose caller gave up between consume-ok and reading
+    /// the reply has no `Consumer` to send one, and a dropped one's cancel is best effort (a full
+    /// command queue drops it). So the consumer is cancelled here if it is still registered (RabbitMQ
+    /// ignores a second cancel of the same tag), and then the delivery is handled as any whose consumer
+    /// is gone.
+    fn receiver_gone(&mut self, delivery: InboundDelivery) {
+        let acker = delivery.acker();
+        let channel = acker.channel_id();
+        let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
+        if let Some(slot) = self.channels.get_mut(channel) {
+            if usable && slot.shared.generation == acker.generation() {
+                let tag = delivery.consumer_tag();
+                if let Some(sink) = slot.consumers.remove(tag) {
+                    debug!(channel, %tag, "cancelling a consumer nobody receives from");
+                    let _ = sink.shared.ended.set(Error::ClosedByClient("consumer"));
+                    slot.cancelled_without_ok(tag.clone(), sink.no_ack);
+                    let cancel = basic::Cancel {
+                        consumer_tag: tag.clone(),
+                        no_wait: true,
+                    };
+                    self.proto.send_method(channel, &cancel.into());
+                }
+            }
+        }
+        self.consumer_gone(delivery);
     }
 
     /// A delivery whose consumer was dropped: give it back to the queue unless it was auto-acked. Only on
