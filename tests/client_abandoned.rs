@@ -16,7 +16,7 @@ use coney::{
     spec::{basic, channel, queue, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
-use fake_broker::{deliver, FakeBroker, Peer};
+use fake_broker::{deliver, scenario, FakeBroker, Peer};
 use tokio::sync::oneshot;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -31,9 +31,7 @@ async fn a_consume_abandoned_after_it_was_sent_is_cancelled() {
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         match peer.expect_method().await {
             (c, Method::BasicConsume(_)) if c == ch => {}
             other => panic!("fake broker: expected basic.consume, got {other:?}"),
@@ -65,9 +63,7 @@ async fn a_consume_abandoned_after_it_was_sent_is_cancelled() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         conn.close().await.expect("close");
     };
-    let ((tag, seen), ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    let ((tag, seen), ()) = scenario(LIMIT, server, client).await;
     assert!(
         seen.iter()
             .any(|m| matches!(m, Method::BasicCancel(c) if c.consumer_tag == tag)),
@@ -93,9 +89,7 @@ async fn an_rpc_abandoned_before_it_was_sent_is_not_sent() {
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         let name = peer.expect_queue_declare(ch).await;
         arrived_tx.send(()).expect("client listening");
         dropped_rx.await.expect("client dropped the consume");
@@ -141,9 +135,7 @@ async fn an_rpc_abandoned_before_it_was_sent_is_not_sent() {
         ch.basic_qos(7, Default::default()).await.expect("qos");
         conn.close().await.expect("close");
     };
-    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    let (seen, ()) = scenario(LIMIT, server, client).await;
     assert!(
         !seen.iter().any(|m| matches!(m, Method::BasicConsume(_))),
         "the abandoned consume never went out: {seen:?}"
@@ -189,9 +181,7 @@ async fn a_channel_abandoned_before_open_ok_is_closed() {
         assert!(ch.is_open());
         conn.close().await.expect("close");
     };
-    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    scenario(LIMIT, server, client).await;
 }
 
 /// A broker that stops reading (as RabbitMQ does to a connection under a resource alarm) lets the writes
@@ -203,9 +193,7 @@ async fn close_returns_when_the_broker_stops_reading() {
     let config = broker.config();
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        peer.open_channel().await;
+        let (peer, _) = broker.accept_with_channel().await;
         // Reads nothing more; the socket stays open until the client is done.
         done_rx.await.expect("client done");
         drop(peer);
@@ -250,11 +238,7 @@ async fn close_returns_when_the_broker_stops_reading() {
         assert!(!ch.is_open(), "and its channel with it");
         done_tx.send(()).expect("broker waiting");
     };
-    tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(server, client)
-    })
-    .await
-    .expect("scenario finished in time");
+    scenario(Duration::from_secs(60), server, client).await;
 }
 
 /// A `no_ack` consumer dropped while a delivery to it is on the way: the broker settled that delivery when
@@ -265,9 +249,7 @@ async fn a_delivery_in_flight_to_a_dropped_no_ack_consumer_is_dropped_not_reject
     let broker = FakeBroker::bind().await;
     let config = broker.config();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         let tag = peer.answer_consume(ch).await;
         match peer.expect_method().await {
             (c, Method::BasicCancel(cancel)) if c == ch && cancel.consumer_tag == tag => {
@@ -303,9 +285,7 @@ async fn a_delivery_in_flight_to_a_dropped_no_ack_consumer_is_dropped_not_reject
         assert!(ch.is_open());
         conn.close().await.expect("close");
     };
-    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    let (seen, ()) = scenario(LIMIT, server, client).await;
     assert!(
         !seen
             .iter()
@@ -324,9 +304,7 @@ async fn a_get_abandoned_after_it_was_sent_is_requeued() {
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         match peer.expect_method().await {
             (c, Method::BasicGet(get)) if c == ch => assert!(!get.no_ack),
             other => panic!("fake broker: expected basic.get, got {other:?}"),
@@ -356,9 +334,7 @@ async fn a_get_abandoned_after_it_was_sent_is_requeued() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         conn.close().await.expect("close");
     };
-    let (seen, ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    let (seen, ()) = scenario(LIMIT, server, client).await;
     assert!(
         seen.iter()
             .any(|m| matches!(m, Method::BasicReject(r) if r.delivery_tag == 7 && r.requeue)),
@@ -376,9 +352,7 @@ async fn a_consume_dropped_after_its_answer_is_cancelled_at_its_first_delivery()
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         let tag = peer.answer_consume(ch).await;
         arrived_tx.send(()).expect("client listening");
         dropped_rx.await.expect("client dropped the consume");
@@ -404,9 +378,7 @@ async fn a_consume_dropped_after_its_answer_is_cancelled_at_its_first_delivery()
         tokio::time::sleep(Duration::from_millis(200)).await;
         conn.close().await.expect("close");
     };
-    let ((tag, seen), ()) = tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    let ((tag, seen), ()) = scenario(LIMIT, server, client).await;
     assert!(
         seen.iter()
             .any(|m| matches!(m, Method::BasicCancel(c) if c.consumer_tag == tag && c.no_wait)),
@@ -427,9 +399,7 @@ async fn a_channel_dropped_after_its_answer_is_closed() {
     let config = broker.config();
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let abandoned = peer.open_channel().await;
+        let (mut peer, abandoned) = broker.accept_with_channel().await;
         arrived_tx.send(()).expect("client listening");
         peer.expect_channel_close(abandoned, ReplyCode::REPLY_SUCCESS)
             .await;
@@ -450,7 +420,5 @@ async fn a_channel_dropped_after_its_answer_is_closed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         conn.close().await.expect("close");
     };
-    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    scenario(LIMIT, server, client).await;
 }

@@ -12,7 +12,7 @@ use coney::{
     spec::{channel, connection, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
-use fake_broker::{FakeBroker, Peer};
+use fake_broker::{scenario, FakeBroker};
 use tokio::sync::oneshot;
 
 /// Long enough that a publish which waited it out would fail the scenario's bound.
@@ -25,9 +25,7 @@ async fn a_publish_waiting_on_a_blocked_connection_fails_when_the_broker_closes_
     let config = broker.config().with_rpc_timeout(RPC_TIMEOUT);
     let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        peer.open_channel().await;
+        let (mut peer, _) = broker.accept_with_channel().await;
         let blocked = connection::Blocked {
             reason: ShortStr::from("low on memory"),
         };
@@ -72,9 +70,7 @@ async fn a_publish_waiting_on_a_blocked_connection_fails_when_the_broker_closes_
         );
         assert_eq!(conn.blocked(), None, "a closed connection is not blocked");
     };
-    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    scenario(LIMIT, server, client).await;
 }
 
 #[tokio::test]
@@ -83,9 +79,7 @@ async fn a_publish_waiting_for_channel_flow_fails_when_the_broker_closes_the_cha
     let config = broker.config().with_rpc_timeout(RPC_TIMEOUT);
     let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
     let server = async move {
-        let mut peer: Peer = broker.accept().await;
-        peer.handshake().await;
-        let ch = peer.open_channel().await;
+        let (mut peer, ch) = broker.accept_with_channel().await;
         peer.send_method(ch, channel::Flow { active: false }).await;
         match peer.expect_method().await {
             (c, Method::ChannelFlowOk(ok)) if c == ch => assert!(!ok.active),
@@ -129,7 +123,5 @@ async fn a_publish_waiting_for_channel_flow_fails_when_the_broker_closes_the_cha
         );
         conn.close().await.expect("close");
     };
-    tokio::time::timeout(LIMIT, async { tokio::join!(server, client) })
-        .await
-        .expect("scenario finished in time");
+    scenario(LIMIT, server, client).await;
 }

@@ -62,6 +62,15 @@ impl FakeBroker {
             .with_close_timeout(Duration::from_secs(1))
     }
 
+    /// Accepts the one client, does the handshake and answers its first `channel.open`; returns the peer
+    /// and the channel's number.
+    pub async fn accept_with_channel(self) -> (Peer, u16) {
+        let mut peer = self.accept().await;
+        peer.handshake().await;
+        let channel = peer.open_channel().await;
+        (peer, channel)
+    }
+
     /// Accepts the one client of the scenario.
     pub async fn accept(self) -> Peer {
         let (stream, _) = tokio::time::timeout(STEP_TIMEOUT, self.listener.accept())
@@ -665,6 +674,17 @@ pub fn header_frame_with_nested_headers(channel: u16, levels: usize) -> Vec<u8> 
     payload.put_u16(0x2000); // property flags: headers only
     payload.put_slice(&nested_table_bytes(levels));
     raw_frame(spec::FRAME_HEADER, channel, &payload)
+}
+
+/// Runs a scenario's broker side and client side together; panics if they take longer than `limit`.
+pub async fn scenario<S: std::future::Future, C: std::future::Future>(
+    limit: Duration,
+    server: S,
+    client: C,
+) -> (S::Output, C::Output) {
+    tokio::time::timeout(limit, async { tokio::join!(server, client) })
+        .await
+        .expect("scenario finished in time")
 }
 
 /// `basic.deliver` for `consumer_tag` with `delivery_tag`.
