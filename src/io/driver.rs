@@ -1048,7 +1048,7 @@ where
                     // Its caller gave up after the consume went out: nobody will receive or cancel it,
                     // so cancel it here, or the broker keeps sending it messages that are requeued
                     // (or, with no-ack, lost) for the channel's life. Deliveries already on the way
-                    // find no consumer and are requeued.
+                    // find no consumer and are requeued (with no-ack, dropped: see `cancelled_no_ack`).
                     debug!(channel, tag = %ok.consumer_tag, "cancelling a consumer whose caller gave up");
                     if let Some(sink) = &head.consumer {
                         slot.cancelled_without_ok(ok.consumer_tag.clone(), sink.no_ack);
