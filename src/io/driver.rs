@@ -1035,7 +1035,8 @@ where
                 if head.reply.is_closed() {
                     // Nobody will hold a handle to close it (its caller timed out or dropped the
                     // future): close it now, or it keeps its id and the broker's channel until the
-                    // connection ends.
+                    // connection ends. (A caller that leaves after this answer is sent is covered by
+                    // `OpenedChannel`'s drop, which asks for the close through the command queue.)
                     debug!(channel, "closing a channel whose opener gave up");
                     self.proto
                         .close_channel(channel, ReplyCode::REPLY_SUCCESS, "closed by client");

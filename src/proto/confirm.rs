@@ -42,8 +42,7 @@ impl<W> ConfirmTracker<W> {
 
     /// Records a publish and returns its sequence number.
     pub fn publish(&mut self, waiter: W) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let seq = self.publish_unawaited();
         self.pending.push_back((seq, waiter));
         seq
     }
