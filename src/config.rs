@@ -95,9 +95,13 @@ pub struct ConnectionConfig {
     /// Time allowed for the TCP connect and the whole handshake (up to `connection.open-ok`).
     /// Default 30 s.
     pub connection_timeout: Duration,
-    /// Time allowed for each synchronous method to get its reply. Default 30 s.
+    /// Time allowed for each operation on a handle, all its waits together: a synchronous method's
+    /// (or `open_channel`'s) wait for room in the command queue and then for its reply; a publish's waits
+    /// for the broker to allow publishing, for a confirm slot and for room; an ack's wait for room.
+    /// Default 30 s.
     pub rpc_timeout: Duration,
-    /// Time allowed for `connection.close` to be answered before the socket is dropped. Default 5 s.
+    /// Time allowed for `connection.close` to be answered before the socket is dropped, and for a
+    /// channel's close in all. Default 5 s.
     pub close_timeout: Duration,
     /// SASL mechanism used to authenticate. Default [`AuthMechanism::Plain`].
     pub auth_mechanism: AuthMechanism,
@@ -261,7 +265,7 @@ impl ConnectionConfig {
         self
     }
 
-    /// Sets the time allowed for each synchronous method.
+    /// Sets the time allowed for each operation on a handle, all its waits together ([`rpc_timeout`](Self::rpc_timeout)).
     pub fn with_rpc_timeout(mut self, timeout: Duration) -> Self {
         self.rpc_timeout = timeout;
         self

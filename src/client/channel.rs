@@ -14,7 +14,7 @@ use crate::{
         connection::ConnectionInner,
         options::*,
         publish::{PublishConfirm, ReturnedMessage},
-        Consumer, GetMessage,
+        Consumer, Deadline, GetMessage,
     },
     codec::{FieldTable, ShortStr},
     error::Error,
@@ -46,10 +46,11 @@ const UNLIMITED_PREFETCH_BUFFER: usize = 256;
 /// A channel: a cheap, cloneable handle for one AMQP channel on a [`Connection`](crate::Connection).
 ///
 /// Synchronous methods (declarations, bindings, qos, consume, get, tx, confirm.select) wait for the
-/// broker's reply, at most `rpc_timeout` each; on one channel they are sent one at a time, in call order
-/// (the spec's rule), while publishes and acks go out immediately. A soft error from the broker (404, 406,
-/// ...) closes the channel: the failing call and every pending one get [`Error::ChannelClosed`] with the
-/// reply code; the connection and other channels carry on.
+/// broker's reply, at most `rpc_timeout` in all (the wait for room in the command queue included); on one
+/// channel they are sent one at a time, in call order (the spec's rule), while publishes and acks go out
+/// immediately. A soft error from the broker (404, 406, ...) closes the channel: the failing call and
+/// every pending one get [`Error::ChannelClosed`] with the reply code; the connection and other channels
+/// carry on.
 ///
 /// The channel closes when [`Channel::close`] is called, when the broker closes it, or when the last
 /// handle (including its consumers) is dropped. A [`Delivery`](crate::Delivery) does not keep the channel
@@ -98,22 +99,24 @@ impl ChannelInner {
     ///
     /// With acks queued, the one slot first reserved is given back and two are reserved together (holding
     /// one while waiting for another could deadlock two tasks on a queue of two), so a command can wait
-    /// for room twice, each wait bounded by `rpc_timeout`.
+    /// for room twice, both waits bounded by `deadline` (the operation's; without one, each wait gets
+    /// `rpc_timeout` from when it starts).
     ///
     /// A queue with room takes the command at once; only the wait for room is a boxed future (as in
     /// `ConnectionInner::reserve`), which keeps the future of every publish small.
-    async fn submit(&self, cmd: Command) -> Result<(), Error> {
+    async fn submit(&self, cmd: Command, deadline: Option<Deadline>) -> Result<(), Error> {
         match self.try_submit(cmd) {
             Ok(()) => Ok(()),
             // Full or closed: the waiting path tells them apart.
-            Err(cmd) => Box::pin(self.submit_waiting(cmd)).await,
+            Err(cmd) => Box::pin(self.submit_waiting(cmd, deadline)).await,
         }
     }
 
-    async fn submit_waiting(&self, cmd: Command) -> Result<(), Error> {
+    async fn submit_waiting(&self, cmd: Command, deadline: Option<Deadline>) -> Result<(), Error> {
+        let deadline = deadline.unwrap_or_else(|| Deadline::after(self.conn.config.rpc_timeout));
         let mut cmd = Some(cmd);
         {
-            let mut permits = self.conn.reserve(1).await?;
+            let mut permits = self.conn.reserve(1, Some(deadline)).await?;
             let Some(permit) = permits.next() else {
                 unreachable!("one permit was reserved");
             };
@@ -125,7 +128,7 @@ impl ChannelInner {
                 return Ok(());
             }
         }
-        let permits = self.conn.reserve(2).await?;
+        let permits = self.conn.reserve(2, Some(deadline)).await?;
         self.send_behind_settlements(permits, cmd.take().expect("not sent yet"));
         Ok(())
     }
@@ -239,32 +242,29 @@ impl Channel {
     }
 
     /// Closes the channel (channel.close with 200, waits for close-ok). Pending calls fail with
-    /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker.
+    /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker. Waits at most
+    /// `close_timeout` in all: for room in the command queue, then for close-ok.
     pub async fn close(&self) -> Result<(), Error> {
         if self.inner.shared.is_closed() {
             return Ok(());
         }
+        let deadline = Deadline::after(self.inner.conn.config.close_timeout);
         let (tx, rx) = oneshot::channel();
         let cmd = Command::CloseChannel {
             channel: self.id(),
             generation: self.inner.shared.generation,
             reply: Some(tx),
         };
-        match self.inner.submit(cmd).await {
+        match self.inner.submit(cmd, Some(deadline)).await {
             Ok(()) => {}
             // The command queue stayed full: no channel.close went out.
             Err(e @ Error::Timeout { .. }) => return Err(e),
             // The connection is gone, and the channel with it.
             Err(_) => return Ok(()),
         }
-        let timeout = self.inner.conn.config.close_timeout;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Ok(()),
-            Err(_) => Err(Error::Timeout {
-                what: "channel.close-ok",
-                after: timeout,
-            }),
+        match deadline.wait("channel.close-ok", rx).await? {
+            Ok(result) => result,
+            Err(_) => Ok(()),
         }
     }
 
@@ -315,25 +315,24 @@ impl Channel {
     ) -> Result<RpcReply, Error> {
         self.check_open()?;
         self.check_method_fits(&method)?;
+        let deadline = Deadline::after(self.inner.conn.config.rpc_timeout);
         let (tx, rx) = oneshot::channel();
         let name = method.name();
         self.inner
-            .submit(Command::Rpc {
-                channel: self.id(),
-                generation: self.inner.shared.generation,
-                method,
-                reply: tx,
-                consumer,
-            })
+            .submit(
+                Command::Rpc {
+                    channel: self.id(),
+                    generation: self.inner.shared.generation,
+                    method,
+                    reply: tx,
+                    consumer,
+                },
+                Some(deadline),
+            )
             .await?;
-        let timeout = self.inner.conn.config.rpc_timeout;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.inner.shared.error()),
-            Err(_) => Err(Error::Timeout {
-                what: name,
-                after: timeout,
-            }),
+        match deadline.wait(name, rx).await? {
+            Ok(result) => result,
+            Err(_) => Err(self.inner.shared.error()),
         }
     }
 
@@ -356,7 +355,7 @@ impl Channel {
             method,
             consumer: None,
         };
-        self.inner.submit(cmd).await
+        self.inner.submit(cmd, None).await
     }
 
     async fn call(&self, method: Method, no_wait: bool) -> Result<(), Error> {
@@ -658,8 +657,9 @@ impl Channel {
     }
 
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
-    /// flow-stopped, and in confirm mode while the confirm window is full (each wait bounded by
-    /// `rpc_timeout`, and ended at once by the channel's or the connection's end, with its error). The
+    /// flow-stopped, in confirm mode while the confirm window is full, and while the command queue is
+    /// full (all of it bounded by one `rpc_timeout`, and ended at once by the channel's or the
+    /// connection's end, with its error). The
     /// returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
     ///
     /// The method and header frames are encoded when this is called, so the future borrows neither the
@@ -731,24 +731,22 @@ impl Channel {
         }
     }
 
+    /// The publish's waits, all bounded by one `rpc_timeout` from when the first began.
     async fn publish_waiting(&self, stage: PublishStage) -> Result<PublishConfirm, Error> {
+        let deadline = Deadline::after(self.inner.conn.config.rpc_timeout);
         let (cmd, result) = match stage {
             PublishStage::Queue(cmd, result) => (cmd, result),
             PublishStage::Start(head, body) => {
-                let timeout = self.inner.conn.config.rpc_timeout;
-                self.wait_until_publishable(timeout).await?;
+                self.wait_until_publishable(deadline).await?;
                 let shared = &self.inner.shared;
                 let permit = if shared.confirm_mode.load(Ordering::Acquire) {
                     let window = shared.confirm_window.clone();
-                    match tokio::time::timeout(timeout, window.acquire_owned()).await {
-                        Ok(Ok(p)) => Some(p),
-                        Ok(Err(_)) => return Err(shared.error()),
-                        Err(_) => {
-                            return Err(Error::Timeout {
-                                what: "room in the confirm window",
-                                after: timeout,
-                            })
-                        }
+                    match deadline
+                        .wait("room in the confirm window", window.acquire_owned())
+                        .await?
+                    {
+                        Ok(p) => Some(p),
+                        Err(_) => return Err(shared.error()),
                     }
                 } else {
                     None
@@ -756,7 +754,7 @@ impl Channel {
                 self.publish_command(head, body, permit)
             }
         };
-        self.inner.submit(cmd).await?;
+        self.inner.submit(cmd, Some(deadline)).await?;
         Ok(result)
     }
 
@@ -847,11 +845,10 @@ impl Channel {
     /// Ends early with the channel's error when the channel or the connection ends meanwhile: closing a
     /// channel sets its flow back to active and the connection's end clears the blocked state, so the
     /// wait wakes and finds the channel closed.
-    async fn wait_until_publishable(&self, timeout: std::time::Duration) -> Result<(), Error> {
+    async fn wait_until_publishable(&self, deadline: Deadline) -> Result<(), Error> {
         if self.is_publishable() {
             return Ok(());
         }
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut blocked = self.inner.conn.shared.blocked.subscribe();
         let mut flow = self.inner.shared.flow.subscribe();
         loop {
@@ -866,13 +863,10 @@ impl Channel {
                 // this handle holds: `changed` ends only with a change.
                 _ = blocked.changed() => {}
                 _ = flow.changed() => {}
-                () = tokio::time::sleep_until(deadline) => {
+                () = tokio::time::sleep_until(deadline.at()) => {
                     return Err(match reason {
                         Some(reason) => Error::Blocked(reason),
-                        None => Error::Timeout {
-                            what: "channel.flow to resume",
-                            after: timeout,
-                        },
+                        None => deadline.expired("channel.flow to resume"),
                     });
                 }
             }

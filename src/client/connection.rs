@@ -15,7 +15,7 @@ use tokio::{
 use tracing::{debug, info, Instrument};
 
 use crate::{
-    client::{tls, Channel},
+    client::{tls, Channel, Deadline},
     codec::FieldTable,
     config::{AuthMechanism, ConnectionConfig},
     error::{CloseReason, Error},
@@ -76,23 +76,19 @@ impl Connection {
     }
 
     /// Opens a new channel.
+    ///
+    /// Waits at most `rpc_timeout` in all: for room in the command queue, then for channel.open-ok.
     pub async fn open_channel(&self) -> Result<Channel, Error> {
+        let deadline = Deadline::after(self.inner.config.rpc_timeout);
         let (tx, rx) = oneshot::channel();
-        self.send(Command::OpenChannel { reply: tx }).await?;
-        let timeout = self.inner.config.rpc_timeout;
-        let shared = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(RpcReply::Channel(opened)))) => opened.into_shared(),
-            Ok(Ok(Ok(_))) => {
-                return Err(Error::Handshake("unexpected reply to channel.open".into()))
-            }
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(_)) => return Err(self.inner.shared.error()),
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "channel.open-ok",
-                    after: timeout,
-                })
-            }
+        self.inner
+            .send(Command::OpenChannel { reply: tx }, Some(deadline))
+            .await?;
+        let shared = match deadline.wait("channel.open-ok", rx).await? {
+            Ok(Ok(RpcReply::Channel(opened))) => opened.into_shared(),
+            Ok(Ok(_)) => return Err(Error::Handshake("unexpected reply to channel.open".into())),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(self.inner.shared.error()),
         };
         debug!(channel = shared.id, "channel open");
         Ok(Channel::new(self.inner.clone(), shared))
@@ -174,15 +170,12 @@ impl Connection {
     pub fn blocked(&self) -> Option<String> {
         self.inner.shared.blocked.borrow().clone()
     }
-
-    async fn send(&self, cmd: Command) -> Result<(), Error> {
-        self.inner.send(cmd).await
-    }
 }
 
 impl ConnectionInner {
-    /// Reserves room for `n` commands (at most 2, the queue's minimum capacity), waiting at most
-    /// `rpc_timeout`. Cancel-safe. A queue with room needs no timer (arming one costs more than the send).
+    /// Reserves room for `n` commands (at most 2, the queue's minimum capacity), waiting until
+    /// `deadline` (the operation's, or without one `rpc_timeout` from when the wait starts). Cancel-safe.
+    /// A queue with room needs no timer (arming one costs more than the send), nor a clock reading.
     ///
     /// The wait for room is boxed: its timer and queue waiter would otherwise make every future that
     /// reserves (each publish among them) a few hundred bytes larger, copied at each move, for a path
@@ -190,30 +183,34 @@ impl ConnectionInner {
     pub(crate) async fn reserve(
         &self,
         n: usize,
+        deadline: Option<Deadline>,
     ) -> Result<mpsc::PermitIterator<'_, Command>, Error> {
         match self.commands.try_reserve_many(n) {
             Ok(permits) => return Ok(permits),
             Err(mpsc::error::TrySendError::Closed(())) => return Err(self.shared.error()),
             Err(mpsc::error::TrySendError::Full(())) => {}
         }
-        Box::pin(self.reserve_waiting(n)).await
+        let deadline = deadline.unwrap_or_else(|| Deadline::after(self.config.rpc_timeout));
+        Box::pin(self.reserve_waiting(n, deadline)).await
     }
 
-    async fn reserve_waiting(&self, n: usize) -> Result<mpsc::PermitIterator<'_, Command>, Error> {
-        let timeout = self.config.rpc_timeout;
-        match tokio::time::timeout(timeout, self.commands.reserve_many(n)).await {
-            Ok(Ok(permits)) => Ok(permits),
-            Ok(Err(_)) => Err(self.shared.error()),
-            Err(_) => Err(Error::Timeout {
-                what: "room in the command queue",
-                after: timeout,
-            }),
+    async fn reserve_waiting(
+        &self,
+        n: usize,
+        deadline: Deadline,
+    ) -> Result<mpsc::PermitIterator<'_, Command>, Error> {
+        match deadline
+            .wait("room in the command queue", self.commands.reserve_many(n))
+            .await?
+        {
+            Ok(permits) => Ok(permits),
+            Err(_) => Err(self.shared.error()),
         }
     }
 
-    /// Queues `cmd`, waiting at most `rpc_timeout` for room. Cancel-safe.
-    pub(crate) async fn send(&self, cmd: Command) -> Result<(), Error> {
-        let mut permits = self.reserve(1).await?;
+    /// Queues `cmd`, waiting until `deadline` for room. Cancel-safe.
+    pub(crate) async fn send(&self, cmd: Command, deadline: Option<Deadline>) -> Result<(), Error> {
+        let mut permits = self.reserve(1, deadline).await?;
         if let Some(permit) = permits.next() {
             permit.send(cmd);
         }
@@ -346,6 +343,7 @@ where
         error: Default::default(),
         close_requested: Default::default(),
         close_notify: Default::default(),
+        rpc_timeout: config.rpc_timeout,
     });
     let driver = Driver::new(
         reader,

@@ -1,6 +1,6 @@
 //! Messages received: from a consumer ([`Delivery`]) or from basic.get ([`GetMessage`]).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -31,9 +31,6 @@ pub(crate) struct DeliveryAcker {
     channel: Arc<ChannelShared>,
     no_ack: bool,
 }
-
-/// How long an ack may wait for room in the driver's command queue.
-const ACK_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DeliveryAcker {
     pub(crate) fn new(channel: Arc<ChannelShared>, no_ack: bool) -> Self {
@@ -80,13 +77,14 @@ impl DeliveryAcker {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Closed(())) => return Err(Error::StaleDelivery(tag)),
             Err(mpsc::error::TrySendError::Full(())) => {
-                match tokio::time::timeout(ACK_SEND_TIMEOUT, tx.reserve()).await {
+                let after = self.channel.ack_timeout;
+                match tokio::time::timeout(after, tx.reserve()).await {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) => return Err(Error::StaleDelivery(tag)),
                     Err(_) => {
                         return Err(Error::Timeout {
                             what: "room in the command queue",
-                            after: ACK_SEND_TIMEOUT,
+                            after,
                         })
                     }
                 }

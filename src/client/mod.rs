@@ -3,6 +3,7 @@
 mod channel;
 mod connection;
 mod consumer;
+mod deadline;
 mod delivery;
 pub mod options;
 mod publish;
@@ -12,6 +13,7 @@ pub use channel::{Channel, ReturnedMessages};
 pub(crate) use connection::open_unspawned;
 pub use connection::Connection;
 pub use consumer::Consumer;
+pub(crate) use deadline::Deadline;
 pub use delivery::{Delivery, GetMessage};
 pub(crate) use delivery::{DeliveryAcker, InboundDelivery};
 pub use publish::{Confirmation, PublishConfirm, ReturnedMessage};

@@ -1,8 +1,11 @@
 //! What handles ask the driver to do, and what they share with it.
 
-use std::sync::{
-    atomic::{AtomicBool, AtomicU16, Ordering},
-    Arc, OnceLock,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU16, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -200,6 +203,9 @@ pub(crate) struct ConnectionShared {
     /// at every pass of its loop and waits on `close_notify` only while it takes no commands.
     pub close_requested: AtomicBool,
     pub close_notify: Notify,
+    /// `rpc_timeout`: how long a handle's operation may wait in all. The driver gives it to each channel
+    /// it opens, for its deliveries' acks.
+    pub rpc_timeout: Duration,
 }
 
 impl ConnectionShared {
@@ -232,6 +238,8 @@ pub(crate) struct ChannelShared {
     /// The driver's command queue, for the ackers of this incarnation's deliveries (weak: they never
     /// keep the driver alive).
     pub commands: mpsc::WeakSender<Command>,
+    /// How long an ack may wait for room in the command queue (the connection's `rpc_timeout`).
+    pub ack_timeout: Duration,
 }
 
 impl ChannelShared {
@@ -240,6 +248,7 @@ impl ChannelShared {
         generation: u64,
         confirm_window: usize,
         commands: mpsc::WeakSender<Command>,
+        ack_timeout: Duration,
     ) -> ChannelShared {
         ChannelShared {
             id,
@@ -253,6 +262,7 @@ impl ChannelShared {
             returns: std::sync::Mutex::new(None),
             acks: AckQueue::default(),
             commands,
+            ack_timeout,
         }
     }
 

@@ -273,6 +273,7 @@ mod tests {
     use std::{
         sync::atomic::AtomicUsize,
         task::{Wake, Waker},
+        time::Duration,
     };
 
     use bytes::Bytes;
@@ -301,8 +302,16 @@ mod tests {
             delivery_tag: tag,
             ..Default::default()
         };
-        let acker =
-            DeliveryAcker::new(Arc::new(ChannelShared::new(1, 1, 1, tx.downgrade())), false);
+        let acker = DeliveryAcker::new(
+            Arc::new(ChannelShared::new(
+                1,
+                1,
+                1,
+                tx.downgrade(),
+                Duration::from_secs(30),
+            )),
+            false,
+        );
         InboundDelivery::new(deliver, Default::default(), Bytes::new(), acker)
     }
 

@@ -524,6 +524,7 @@ where
                     generation,
                     self.confirm_window,
                     self.command_tx.clone(),
+                    self.shared.rpc_timeout,
                 ));
                 debug!(channel = id, "opening channel");
                 self.proto.open_channel(id);

@@ -1,0 +1,146 @@
+//! An operation waits at most one `rpc_timeout` in all, however many waits it makes: room in the command
+//! queue, then the broker's reply.
+//!
+//! The scripted broker stops reading until the command queue is full, so that a synchronous method must
+//! first wait for room. It starts reading again after most of `rpc_timeout`, and never answers. Waits
+//! bounded one by one would end after that delay plus a whole `rpc_timeout`.
+
+mod fake_broker;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coney::{
+    codec::FieldTable,
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    BasicProperties, Channel, Connection, Error,
+};
+use fake_broker::{deliver, scenario, FakeBroker};
+use tokio::sync::oneshot;
+
+/// Publishes 64 KiB messages to a broker that does not read until one publish times out waiting for room
+/// in the command queue: the queue is then full.
+async fn fill_the_command_queue(ch: &Channel) {
+    let body = Bytes::from(vec![7u8; 64 * 1024]);
+    let mut published = 0u32;
+    let full = loop {
+        let r = ch
+            .basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                body.clone(),
+            )
+            .await;
+        match r {
+            Ok(_) => published += 1,
+            Err(e) => break e,
+        }
+        assert!(published < 100_000, "the command queue never filled");
+    };
+    assert!(
+        matches!(full, Error::Timeout { .. }),
+        "a publish stops on the full queue: {full:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_method_that_waits_for_room_and_then_for_its_reply_ends_within_one_rpc_timeout() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let rpc_timeout = config.rpc_timeout;
+    assert_eq!(
+        rpc_timeout,
+        Duration::from_secs(2),
+        "the fake broker's setting"
+    );
+    let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, _) = broker.accept_with_channel().await;
+        // Reads nothing until the client's calls are waiting for room.
+        waiting_rx.await.expect("client waiting");
+        tokio::time::sleep(rpc_timeout * 3 / 4).await;
+        // Reads (and drops) everything from now on, answering nothing.
+        let drain = peer.closed_within(Duration::from_secs(30));
+        tokio::select! {
+            _ = drain => {}
+            _ = done_rx => {}
+        }
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        fill_the_command_queue(&ch).await;
+
+        let start = Instant::now();
+        let declare = ch.queue_declare("q", QueueDeclareOptions::default(), FieldTable::new());
+        let open = conn.open_channel();
+        let signal = async {
+            // Both calls have found the queue full by the time this runs (a current-thread runtime
+            // polls the join's branches in order).
+            waiting_tx.send(()).expect("broker waiting");
+        };
+        let (declared, opened, ()) = tokio::join!(declare, open, signal);
+        let took = start.elapsed();
+        assert!(
+            matches!(declared, Err(Error::Timeout { .. })),
+            "no declare-ok came: {declared:?}"
+        );
+        assert!(
+            matches!(opened, Err(Error::Timeout { .. })),
+            "no open-ok came: {opened:?}"
+        );
+        // One rpc_timeout is 2 s; waits bounded one by one would take 1.5 s + 2 s.
+        assert!(
+            took < rpc_timeout * 3 / 2,
+            "both calls ended within about one rpc_timeout of their start: {took:?}"
+        );
+        drop(done_tx);
+        conn.close().await.ok();
+    };
+    scenario(Duration::from_secs(60), server, client).await;
+}
+
+/// An ack that finds the command queue full waits for room at most `rpc_timeout` (it was a fixed 30 s).
+#[tokio::test]
+async fn an_ack_waits_for_room_at_most_one_rpc_timeout() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let rpc_timeout = config.rpc_timeout;
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        peer.send_content(ch, deliver(&tag, 1), b"to ack").await;
+        // Reads nothing more; the socket stays open until the client is done.
+        done_rx.await.expect("client done");
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let delivery = consumer
+            .next()
+            .await
+            .expect("a delivery")
+            .expect("not an error");
+        fill_the_command_queue(&ch).await;
+        let start = Instant::now();
+        let acked = tokio::time::timeout(Duration::from_secs(20), delivery.ack())
+            .await
+            .expect("the ack's own timeout ends it first");
+        let took = start.elapsed();
+        assert!(
+            matches!(acked, Err(Error::Timeout { after, .. }) if after == rpc_timeout),
+            "no room came: {acked:?}"
+        );
+        assert!(took < rpc_timeout * 3, "{took:?}");
+        done_tx.send(()).expect("broker waiting");
+    };
+    scenario(Duration::from_secs(60), server, client).await;
+}
