@@ -588,3 +588,61 @@ async fn a_publish_racing_confirm_select_keeps_the_confirm_numbers() {
     })
     .await
 }
+
+/// A burst of mandatory publishes, some unroutable, none awaited before the next: RabbitMQ returns each
+/// unroutable one as it routes it and confirms them together afterwards (often in one `multiple` ack), so
+/// several returns can arrive before the ack that covers them. Each publish's confirm must still say what
+/// happened to that message: `Returned` for the unroutable ones, `Ack` for the routed ones.
+#[tokio::test]
+async fn returns_in_a_burst_resolve_the_publishes_they_belong_to() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("burst-routable");
+        declare_exclusive(&ch, &q).await;
+        let nowhere = unique("burst-nowhere");
+        // A pattern of routed (true) and unroutable (false) messages, repeated.
+        let pattern = [false, false, true, false, true, true, false];
+        let mut confirms = Vec::new();
+        for round in 0..20 {
+            for (i, &routed) in pattern.iter().enumerate() {
+                let body = format!("{round}-{i}");
+                let (exchange, rk) = if routed {
+                    ("", q.as_str())
+                } else {
+                    ("amq.direct", nowhere.as_str())
+                };
+                let confirm = ch
+                    .basic_publish(
+                        exchange,
+                        rk,
+                        mandatory(),
+                        BasicProperties::default(),
+                        body.clone(),
+                    )
+                    .await
+                    .expect("publish");
+                confirms.push((routed, body, confirm));
+            }
+        }
+        let mut routed_count = 0;
+        for (routed, body, confirm) in confirms {
+            match confirm.await.expect("settled") {
+                Confirmation::Ack => assert!(routed, "{body} was unroutable but confirmed as Ack"),
+                Confirmation::Returned(r) => {
+                    assert!(!routed, "{body} was routed but confirmed as Returned");
+                    assert_eq!(
+                        r.body,
+                        Bytes::from(body.clone()),
+                        "the return of {body} is its own"
+                    );
+                }
+                other => panic!("{body}: unexpected {other:?}"),
+            }
+            routed_count += u32::from(routed);
+        }
+        assert_eq!(wait_for_count(&conn, &q, routed_count).await, routed_count);
+        conn.close().await.expect("close");
+    })
+    .await
+}

@@ -23,7 +23,7 @@ pub use encoder::{
     encode_body, encode_content_header, encode_heartbeat, encode_method, FRAME_OVERHEAD,
 };
 pub use error::FrameError;
-pub use publish_head::{HeaderTooLarge, PublishHead};
+pub use publish_head::{HeaderTooLarge, PublishHead, Returnable};
 
 use crate::spec::Method;
 

@@ -103,6 +103,45 @@ impl PublishHead {
             Repr::Shared(bytes) => bytes,
         }
     }
+
+    /// For a publish the broker may return (`mandatory` or `immediate` set): its exchange, routing key
+    /// and body size, read back from the encoded frames. `None` for one it never returns.
+    pub fn returnable(&self) -> Option<Returnable<'_>> {
+        // The method frame: type, channel, size (7 bytes); class and method ids, reserved-1 (6 bytes);
+        // the exchange and the routing key as short strings; the bits (mandatory, immediate).
+        let bytes = self.as_bytes();
+        let short_str = |at: usize| -> Option<(&[u8], usize)> {
+            let len = usize::from(*bytes.get(at)?);
+            Some((bytes.get(at + 1..at + 1 + len)?, at + 1 + len))
+        };
+        let (exchange, at) = short_str(13)?;
+        let (routing_key, at) = short_str(at)?;
+        let bits = *bytes.get(at)?;
+        if bits & 0b11 == 0 {
+            return None;
+        }
+        // The header frame starts after the bits and the method frame's end octet; its body size
+        // follows the frame's type, channel and size (7 bytes), class id and weight (4 bytes).
+        let header_at = at + 2;
+        let size_at = header_at + 7 + 4;
+        let body_size = u64::from_be_bytes(bytes.get(size_at..size_at + 8)?.try_into().ok()?);
+        Some(Returnable {
+            exchange,
+            routing_key,
+            body_size,
+        })
+    }
+}
+
+/// What a broker's basic.return repeats of a publish: see [`PublishHead::returnable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Returnable<'a> {
+    /// The exchange it was published to.
+    pub exchange: &'a [u8],
+    /// Its routing key.
+    pub routing_key: &'a [u8],
+    /// The size of its body.
+    pub body_size: u64,
 }
 
 impl std::fmt::Debug for PublishHead {

@@ -27,7 +27,7 @@ use crate::{
     client::{Confirmation, DeliveryAcker, GetMessage, InboundDelivery, ReturnedMessage},
     codec::ShortStr,
     error::{CloseReason, Error},
-    frame::PropertyList,
+    frame::{PropertyList, PublishHead},
     io::{
         ack_coalescer::AckCoalescer,
         ack_queue::{may_hold_acks, Settlement},
@@ -40,7 +40,7 @@ use crate::{
     },
     proto::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, Connection,
-        ConnectionError, Content, Event, ReadTarget,
+        ConnectionError, Content, Event, ReadTarget, ReturnKey,
     },
     spec::{basic, channel, BasicProperties, Method, ReplyCode},
 };
@@ -91,8 +91,10 @@ struct ChannelSlot {
     rpcs: VecDeque<PendingRpc>,
     consumers: ConsumerMap<ConsumerSink>,
     confirms: Option<ConfirmTracker<ConfirmWaiter>>,
-    /// A basic.return in confirm mode, waiting for the ack that settles its publish.
-    pending_return: Option<ReturnedMessage>,
+    /// basic.returns in confirm mode, each with the number of the publish it was matched to
+    /// ([`ConfirmTracker::match_return`]), in that order, waiting for the ack that settles it. At most
+    /// one per outstanding publish.
+    returns: VecDeque<(u64, ReturnedMessage)>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// Which delivery tags are settled, for sending a run of acks as one.
     acks: AckCoalescer,
@@ -534,7 +536,7 @@ where
                     rpcs: VecDeque::new(),
                     consumers: ConsumerMap::new(),
                     confirms: None,
-                    pending_return: None,
+                    returns: VecDeque::new(),
                     close_waiters: Vec::new(),
                     acks: AckCoalescer::default(),
                     last_delivered: 0,
@@ -820,7 +822,7 @@ where
         };
         match (p.confirm, slot.confirms.as_mut()) {
             (Some(waiter), Some(tracker)) => {
-                tracker.publish(waiter);
+                tracker.publish(waiter, return_key(&p.head));
             }
             (Some(waiter), None) => {
                 let _ = waiter.reply.send(Ok(Confirmation::NotRequested));
@@ -828,7 +830,7 @@ where
             // Made while the channel was not yet in confirm mode (the publisher looked before this
             // driver sent confirm.select) and sent after it: the broker numbers it all the same.
             (None, Some(tracker)) => {
-                tracker.publish_unawaited();
+                tracker.publish_unawaited(return_key(&p.head));
             }
             (None, None) => {}
         }
@@ -1105,22 +1107,38 @@ where
                 return;
             }
         };
-        let mut returned = slot.pending_return.take();
         for (seq, waiter) in settled {
-            // RabbitMQ sends basic.return for an unroutable mandatory message just before the ack for it,
-            // and acks such messages at once, so the return belongs to the publish the ack names.
-            let outcome = match returned.take_if(|_| seq == tag) {
-                Some(message) => Confirmation::Returned(Box::new(message)),
-                None if ack => Confirmation::Ack,
-                None => Confirmation::Nack,
-            };
-            let _ = waiter.reply.send(Ok(outcome));
-        }
-        if let Some(message) = returned {
-            // The publish the ack names has nobody waiting for its confirm (it was made before the
-            // channel entered confirm mode, or was settled already): the return goes where returns
-            // without confirms go, rather than to the next publish's confirm.
-            deliver_return(&slot.shared, channel, message);
+            // The returns are in publish order, and a multiple ack settles in publish order too, so the
+            // one for this publish, if any, is usually first.
+            let returned = match slot.returns.front() {
+                Some((first, _)) if *first == seq => slot.returns.pop_front(),
+                Some((first, _)) if *first < seq => slot
+                    .returns
+                    .binary_search_by_key(&seq, |(s, _)| *s)
+                    .ok()
+                    .and_then(|at| slot.returns.remove(at)),
+                _ => None,
+            }
+            .map(|(_, message)| message);
+            match (waiter, returned) {
+                (Some(waiter), Some(message)) => {
+                    let _ = waiter
+                        .reply
+                        .send(Ok(Confirmation::Returned(Box::new(message))));
+                }
+                (Some(waiter), None) => {
+                    let outcome = if ack {
+                        Confirmation::Ack
+                    } else {
+                        Confirmation::Nack
+                    };
+                    let _ = waiter.reply.send(Ok(outcome));
+                }
+                // A publish nobody awaits (made before the channel entered confirm mode): its return
+                // goes where returns without confirms go.
+                (None, Some(message)) => deliver_return(&slot.shared, channel, message),
+                (None, None) => {}
+            }
         }
     }
 
@@ -1198,10 +1216,17 @@ where
                     properties: built.take().expect("built for everything but deliveries"),
                     body,
                 };
-                if slot.confirms.is_some() {
-                    slot.pending_return = Some(message);
-                } else {
-                    deliver_return(&slot.shared, channel, message);
+                let key = ReturnKey::of(
+                    message.exchange.as_bytes(),
+                    message.routing_key.as_bytes(),
+                    header.body_size,
+                );
+                match slot.confirms.as_mut().and_then(|t| t.match_return(key)) {
+                    // Resolves the publish's confirm when the broker acks it, right after.
+                    Some(seq) => slot.returns.push_back((seq, message)),
+                    // Not in confirm mode, or for no outstanding publish (one made before confirm mode,
+                    // or a broker's mistake).
+                    None => deliver_return(&slot.shared, channel, message),
                 }
             }
             Method::BasicGetOk(ok) => {
@@ -1421,6 +1446,14 @@ fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
 
 /// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
 /// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
+/// What a basic.return for this publish would be matched on; [`ReturnKey::NONE`] if it cannot be returned.
+fn return_key(head: &PublishHead) -> ReturnKey {
+    match head.returnable() {
+        Some(r) => ReturnKey::of(r.exchange, r.routing_key, r.body_size),
+        None => ReturnKey::NONE,
+    }
+}
+
 fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
     let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match guard.as_ref() {
@@ -1447,6 +1480,7 @@ fn fail_slot(slot: &mut ChannelSlot, error: &Error) {
             let _ = waiter.reply.send(Err(error.clone()));
         }
     }
+    slot.returns.clear();
 }
 
 fn fail_command(cmd: Command, error: &Error) {

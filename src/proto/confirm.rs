@@ -1,6 +1,10 @@
-//! Publisher-confirm bookkeeping: which publish sequence numbers await an ack or nack.
+//! Publisher-confirm bookkeeping: which publish sequence numbers await an ack or nack, and which of them
+//! the broker returned.
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    hash::{DefaultHasher, Hasher},
+};
 
 /// Tracks the unconfirmed publishes of one channel in confirm mode.
 ///
@@ -9,11 +13,56 @@ use std::collections::VecDeque;
 /// number, singly or `multiple` (every outstanding number up to and including it).
 ///
 /// Generic over the waiter `W` so this stays sans-IO: the driver stores its reply senders here.
-/// Memory is bounded by the number of publishes the caller lets be outstanding (the confirm window).
+/// Memory is bounded by the number of publishes the caller lets be outstanding (the confirm window),
+/// plus returnable publishes nobody awaits (made while confirm.select was on its way).
+///
+/// # Returns
+///
+/// A basic.return names no publish number. RabbitMQ sends it while it routes the message, so returns
+/// arrive in publish order, each before the ack that settles its publish; but its confirms are
+/// coalesced (one `multiple` ack, or several acks, for everything confirmed since its last flush), so
+/// several returns can arrive before the acks that cover them, and a `multiple` ack can cover returned
+/// and routed publishes alike. [`ConfirmTracker::match_return`] therefore matches each return to the
+/// earliest outstanding publish after the last matched one with the same [`ReturnKey`] (exchange,
+/// routing key, body size). That is exact unless two publishes with the same key are routed differently
+/// while both are unconfirmed (a binding added or removed between them).
 #[derive(Debug)]
 pub struct ConfirmTracker<W> {
     next_seq: u64,
-    pending: VecDeque<(u64, W)>,
+    pending: VecDeque<Outstanding<W>>,
+    /// The number of the publish the last return was matched to; the next return is for a later one.
+    last_returned: u64,
+}
+
+#[derive(Debug)]
+struct Outstanding<W> {
+    seq: u64,
+    key: ReturnKey,
+    /// `None` for a publish nobody awaits, tracked only so that its return is matched to it.
+    waiter: Option<W>,
+}
+
+/// What a basic.return is matched on: a hash of the exchange, the routing key and the body size, which
+/// the return repeats. [`ReturnKey::NONE`] for a publish the broker never returns (neither `mandatory`
+/// nor `immediate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReturnKey(u64);
+
+impl ReturnKey {
+    /// The key of a publish that cannot be returned; no return matches it.
+    pub const NONE: ReturnKey = ReturnKey(0);
+
+    /// The key of a returnable publish, or of a return, with these fields.
+    pub fn of(exchange: &[u8], routing_key: &[u8], body_size: u64) -> ReturnKey {
+        let mut hasher = DefaultHasher::new();
+        hasher.write_usize(exchange.len());
+        hasher.write(exchange);
+        hasher.write_usize(routing_key.len());
+        hasher.write(routing_key);
+        hasher.write_u64(body_size);
+        // Never NONE.
+        ReturnKey(hasher.finish() | 1)
+    }
 }
 
 /// How the broker settled one publish.
@@ -30,6 +79,7 @@ impl<W> Default for ConfirmTracker<W> {
         ConfirmTracker {
             next_seq: 1,
             pending: VecDeque::new(),
+            last_returned: 0,
         }
     }
 }
@@ -40,19 +90,36 @@ impl<W> ConfirmTracker<W> {
         Self::default()
     }
 
-    /// Records a publish and returns its sequence number.
-    pub fn publish(&mut self, waiter: W) -> u64 {
-        let seq = self.publish_unawaited();
-        self.pending.push_back((seq, waiter));
+    /// Records a publish whose outcome `waiter` awaits, and returns its sequence number.
+    pub fn publish(&mut self, waiter: W, key: ReturnKey) -> u64 {
+        let seq = self.take_seq();
+        self.pending.push_back(Outstanding {
+            seq,
+            key,
+            waiter: Some(waiter),
+        });
         seq
     }
 
     /// Counts a publish nobody waits for, so that later publishes keep the broker's numbers: in confirm
     /// mode the broker numbers every basic.publish, including one whose publisher decided, before the
-    /// channel entered confirm mode, not to ask for a confirm. Returns the number it took.
-    pub fn publish_unawaited(&mut self) -> u64 {
+    /// channel entered confirm mode, not to ask for a confirm. A returnable one is tracked until it is
+    /// settled, so that its return is not matched to a later publish. Returns the number it took.
+    pub fn publish_unawaited(&mut self, key: ReturnKey) -> u64 {
+        let seq = self.take_seq();
+        if key != ReturnKey::NONE {
+            self.pending.push_back(Outstanding {
+                seq,
+                key,
+                waiter: None,
+            });
+        }
+        seq
+    }
+
+    fn take_seq(&mut self) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         seq
     }
 
@@ -61,33 +128,50 @@ impl<W> ConfirmTracker<W> {
         self.next_seq
     }
 
-    /// Number of publishes not yet settled.
+    /// Number of publishes not yet settled (those nobody awaits included).
     pub fn outstanding(&self) -> usize {
         self.pending.len()
     }
 
-    /// Settles `tag` (and with `multiple`, every smaller outstanding tag), returning the waiters in order.
+    /// Matches a basic.return with `key` to its publish (see "Returns" above) and returns that
+    /// publish's number; `None` if no outstanding publish after the last matched one has that key.
+    pub fn match_return(&mut self, key: ReturnKey) -> Option<u64> {
+        if key == ReturnKey::NONE {
+            return None;
+        }
+        let from = self
+            .pending
+            .partition_point(|o| o.seq <= self.last_returned);
+        let seq = self.pending.range(from..).find(|o| o.key == key)?.seq;
+        self.last_returned = seq;
+        Some(seq)
+    }
+
+    /// Settles `tag` (and with `multiple`, every smaller outstanding tag), returning the settled numbers
+    /// in order, each with its waiter (`None` for a publish nobody awaits).
     ///
     /// A tag that is not outstanding settles nothing; `Err` says the broker acknowledged a number it was
     /// never given (above the last published), which is a protocol violation by the peer.
-    pub fn settle(&mut self, tag: u64, multiple: bool) -> Result<Vec<(u64, W)>, u64> {
+    pub fn settle(&mut self, tag: u64, multiple: bool) -> Result<Vec<(u64, Option<W>)>, u64> {
         if tag >= self.next_seq {
             return Err(tag);
         }
         let mut settled = Vec::new();
         if multiple {
-            while self.pending.front().is_some_and(|(seq, _)| *seq <= tag) {
-                settled.extend(self.pending.pop_front());
+            while self.pending.front().is_some_and(|o| o.seq <= tag) {
+                settled.extend(self.pending.pop_front().map(|o| (o.seq, o.waiter)));
             }
-        } else if let Ok(pos) = self.pending.binary_search_by_key(&tag, |(seq, _)| *seq) {
-            settled.extend(self.pending.remove(pos));
+        } else if let Ok(pos) = self.pending.binary_search_by_key(&tag, |o| o.seq) {
+            settled.extend(self.pending.remove(pos).map(|o| (o.seq, o.waiter)));
         }
         Ok(settled)
     }
 
     /// Removes every outstanding waiter (the channel or connection is gone).
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, W)> + '_ {
-        self.pending.drain(..)
+        self.pending
+            .drain(..)
+            .filter_map(|o| o.waiter.map(|w| (o.seq, w)))
     }
 }
 
@@ -95,14 +179,21 @@ impl<W> ConfirmTracker<W> {
 mod tests {
     use super::*;
 
+    fn key(rk: &str) -> ReturnKey {
+        ReturnKey::of(b"amq.direct", rk.as_bytes(), 5)
+    }
+
     #[test]
     fn single_and_multiple_acks_settle_in_order() {
         let mut t = ConfirmTracker::new();
         for w in 0..5 {
-            t.publish(w);
+            t.publish(w, ReturnKey::NONE);
         }
-        assert_eq!(t.settle(3, false).unwrap(), vec![(3, 2)]);
-        assert_eq!(t.settle(4, true).unwrap(), vec![(1, 0), (2, 1), (4, 3)]);
+        assert_eq!(t.settle(3, false).unwrap(), vec![(3, Some(2))]);
+        assert_eq!(
+            t.settle(4, true).unwrap(),
+            vec![(1, Some(0)), (2, Some(1)), (4, Some(3))]
+        );
         assert_eq!(t.outstanding(), 1);
         assert_eq!(
             t.settle(2, false).unwrap(),
@@ -116,16 +207,70 @@ mod tests {
     #[test]
     fn a_publish_nobody_awaits_keeps_its_number() {
         let mut t = ConfirmTracker::new();
-        assert_eq!(t.publish_unawaited(), 1);
-        assert_eq!(t.publish("second"), 2);
+        assert_eq!(t.publish_unawaited(ReturnKey::NONE), 1);
+        assert_eq!(t.publish("second", ReturnKey::NONE), 2);
         assert_eq!(t.settle(1, false).unwrap(), vec![], "nobody to tell");
-        assert_eq!(t.settle(2, false).unwrap(), vec![(2, "second")]);
-        assert_eq!(t.publish_unawaited(), 3);
-        assert_eq!(t.publish("fourth"), 4);
+        assert_eq!(t.settle(2, false).unwrap(), vec![(2, Some("second"))]);
+        assert_eq!(t.publish_unawaited(ReturnKey::NONE), 3);
+        assert_eq!(t.publish("fourth", ReturnKey::NONE), 4);
         assert_eq!(
             t.settle(4, true).unwrap(),
-            vec![(4, "fourth")],
+            vec![(4, Some("fourth"))],
             "a multiple ack over an unawaited number settles the awaited ones"
         );
+    }
+
+    #[test]
+    fn returns_match_their_publishes_in_order() {
+        let mut t = ConfirmTracker::new();
+        // 1 and 2 unroutable (key "nowhere"), 3 routed and not returnable, 4 returnable and routed
+        // (key "q"), 5 unroutable.
+        t.publish(1, key("nowhere"));
+        t.publish(2, key("nowhere"));
+        t.publish(3, ReturnKey::NONE);
+        t.publish(4, key("q"));
+        t.publish(5, key("nowhere"));
+        assert_eq!(t.match_return(key("nowhere")), Some(1));
+        assert_eq!(t.match_return(key("nowhere")), Some(2));
+        assert_eq!(t.match_return(key("nowhere")), Some(5), "past 3 and 4");
+        assert_eq!(
+            t.match_return(key("nowhere")),
+            None,
+            "no later publish has the key"
+        );
+        assert_eq!(t.match_return(key("q")), None, "4 is before the last match");
+        assert_eq!(t.match_return(ReturnKey::NONE), None);
+    }
+
+    #[test]
+    fn a_return_for_an_unawaited_publish_is_matched_to_it() {
+        let mut t = ConfirmTracker::new();
+        assert_eq!(t.publish_unawaited(key("nowhere")), 1);
+        t.publish("awaited", key("nowhere"));
+        assert_eq!(
+            t.match_return(key("nowhere")),
+            Some(1),
+            "not the awaited one"
+        );
+        assert_eq!(
+            t.settle(2, true).unwrap(),
+            vec![(1, None), (2, Some("awaited"))]
+        );
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    fn keys_differ_by_each_field() {
+        let base = ReturnKey::of(b"x", b"rk", 5);
+        assert_eq!(base, ReturnKey::of(b"x", b"rk", 5));
+        assert_ne!(base, ReturnKey::of(b"y", b"rk", 5));
+        assert_ne!(base, ReturnKey::of(b"x", b"rj", 5));
+        assert_ne!(base, ReturnKey::of(b"x", b"rk", 6));
+        assert_ne!(
+            ReturnKey::of(b"ab", b"c", 0),
+            ReturnKey::of(b"a", b"bc", 0),
+            "the boundary between the names counts"
+        );
+        assert_ne!(ReturnKey::of(b"", b"", 0), ReturnKey::NONE);
     }
 }

@@ -16,7 +16,7 @@ mod handshake;
 pub use byte_queue::ByteQueue;
 pub use channel_ids::ChannelIds;
 pub use channel_map::ChannelMap;
-pub use confirm::{ConfirmTracker, Settlement};
+pub use confirm::{ConfirmTracker, ReturnKey, Settlement};
 pub use connection::{
     ChannelCloseCause, Connection, ConnectionError, Event, HandshakeParams, ReadTarget,
 };
