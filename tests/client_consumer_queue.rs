@@ -81,3 +81,66 @@ async fn a_delivery_parked_for_a_full_queue_survives_a_cancel() {
         "all three acked after the cancel: {seen:?}"
     );
 }
+
+/// A consumer with prefetch 1 whose owner stops reading it: its queue holds one delivery and the driver
+/// holds back the next, which pauses its reads. The broker sends `count` deliveries, then answers the
+/// client's close (of the connection when `channel_close` is false, else of the channel) at once.
+async fn close_with_a_full_consumer(channel_close: bool) -> Result<(), coney::Error> {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        match peer.expect_method().await {
+            (c, Method::BasicQos(_)) if c == ch => peer.send_method(ch, basic::QosOk {}).await,
+            other => panic!("fake broker: expected basic.qos, got {other:?}"),
+        }
+        let tag = peer.answer_consume(ch).await;
+        for t in 1..=3 {
+            peer.send_content(ch, deliver(&tag, t), b"m").await;
+        }
+        if channel_close {
+            // The channel's close-ok, and then the connection's.
+            peer.expect_channel_close(ch, coney::ReplyCode::REPLY_SUCCESS)
+                .await;
+            peer.send_method(ch, coney::spec::channel::CloseOk {}).await;
+        }
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        ch.basic_qos(1, Default::default()).await.expect("qos");
+        let consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        // The deliveries arrive and fill the consumer's queue of one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let closed = if channel_close {
+            let closed = ch.close().await;
+            conn.close().await.expect("the connection closes too");
+            closed
+        } else {
+            conn.close().await
+        };
+        drop(consumer);
+        closed
+    };
+    let ((), closed) = fake_broker::scenario(LIMIT, server, client).await;
+    closed
+}
+
+/// (Found by a review.) The held-back delivery paused the reads, so the close-ok the broker sent at once
+/// was never read: `close` timed out and dropped the socket without the handshake.
+#[tokio::test]
+async fn the_connection_closes_cleanly_while_a_consumer_queue_is_full() {
+    let closed = close_with_a_full_consumer(false).await;
+    assert!(closed.is_ok(), "{closed:?}");
+}
+
+/// The same for the channel's close: its close-ok comes behind the deliveries.
+#[tokio::test]
+async fn a_channel_closes_cleanly_while_its_consumer_queue_is_full() {
+    let closed = close_with_a_full_consumer(true).await;
+    assert!(closed.is_ok(), "{closed:?}");
+}

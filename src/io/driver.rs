@@ -326,6 +326,7 @@ where
             {
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
+            self.drop_parked_if_closing()?;
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -486,6 +487,33 @@ where
         };
         let _ = self.shared.error.set(error.clone());
         error
+    }
+
+    /// A delivery held back for a full consumer stops the reads, and with them the close-ok of a close
+    /// under way. Once its connection or its channel is closing (or its channel has closed), nobody can
+    /// settle it: the broker requeues what was not acked when the channel closes, and a `no_ack`
+    /// delivery the consumer had not taken is gone with the close. So it is dropped, and so is each
+    /// later one the same way, and reading goes on.
+    fn drop_parked_if_closing(&mut self) -> Result<(), Error> {
+        while let Some(parked) = &self.parked {
+            let acker = parked.delivery.acker();
+            let channel = acker.channel_id();
+            let current = self
+                .channels
+                .get(channel)
+                .is_some_and(|slot| slot.shared.generation == acker.generation());
+            if self.closing_deadline.is_none() && current && self.proto.channel_is_usable(channel) {
+                return Ok(());
+            }
+            debug!(
+                channel,
+                "closing: a delivery held back for a full consumer is dropped"
+            );
+            self.parked = None;
+            // Events decoded while paused are still queued in the state machine.
+            self.dispatch_events()?;
+        }
+        Ok(())
     }
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
