@@ -304,6 +304,14 @@ impl ConnectionConfig {
         self
     }
 
+    /// The longest timeout [`validate`](Self::validate) accepts: a year. Longer would be no timeout,
+    /// which is not offered.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// The largest confirm window or command queue [`validate`](Self::validate) accepts (tokio's
+    /// `Semaphore::MAX_PERMITS`).
+    pub const MAX_CAPACITY: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
     /// Sets how many publishes may await a confirm at once on a channel.
     pub fn with_confirm_window(mut self, window: usize) -> Self {
         self.confirm_window = window;
@@ -311,7 +319,9 @@ impl ConnectionConfig {
     }
 
     /// Checks the values the builders and public fields cannot check: `frame_max` is 0 or at least
-    /// 4096, the port and every timeout, queue and window are nonzero, the vhost fits in 255 bytes;
+    /// 4096, the port and every timeout, queue and window are nonzero, every timeout is at most
+    /// [`MAX_TIMEOUT`](Self::MAX_TIMEOUT) and the window and the command queue at most
+    /// [`MAX_CAPACITY`](Self::MAX_CAPACITY), the vhost fits in 255 bytes;
     /// `tls_config` is set only with `tls`, and with TLS on, the URI's TLS parameters make sense
     /// together (`certfile` and `keyfile` both or neither).
     ///
@@ -334,21 +344,25 @@ impl ConnectionConfig {
         if self.vhost.len() > VHOST_MAX_LEN {
             return invalid("vhost", &format_args!("<{} bytes>", self.vhost.len()));
         }
-        // A zero timeout would fail every wait at once; "no timeout" is not offered (every wait is bounded).
+        // A zero timeout would fail every wait at once; "no timeout" is not offered (every wait is
+        // bounded), and a `Duration::MAX` would overflow the deadlines made from it.
         for (name, timeout) in [
             ("connection_timeout", self.connection_timeout),
             ("rpc_timeout", self.rpc_timeout),
             ("close_timeout", self.close_timeout),
         ] {
-            if timeout.is_zero() {
+            if timeout.is_zero() || timeout > Self::MAX_TIMEOUT {
                 return invalid(name, &timeout);
             }
         }
-        if self.confirm_window == 0 {
-            return invalid("confirm_window", &self.confirm_window);
-        }
-        if self.command_queue == 0 {
-            return invalid("command_queue", &self.command_queue);
+        // tokio's queues and semaphores take at most MAX_CAPACITY (and panic above it).
+        for (name, capacity) in [
+            ("confirm_window", self.confirm_window),
+            ("command_queue", self.command_queue),
+        ] {
+            if capacity == 0 || capacity > Self::MAX_CAPACITY {
+                return invalid(name, &capacity);
+            }
         }
         if self.tls_config.is_some() && !self.tls {
             // Never a silent plain TCP connection for a configuration that asks for TLS.
@@ -1255,9 +1269,36 @@ mod tests {
             }),
             "command_queue"
         );
+        // What would overflow a deadline, or panic in tokio's queues, is refused too.
+        assert_eq!(
+            field(ok().with_connection_timeout(Duration::MAX)),
+            "connection_timeout"
+        );
+        assert_eq!(field(ok().with_rpc_timeout(Duration::MAX)), "rpc_timeout");
+        assert_eq!(
+            field(ok().with_close_timeout(Duration::MAX)),
+            "close_timeout"
+        );
+        assert_eq!(
+            field(ok().with_confirm_window(usize::MAX)),
+            "confirm_window"
+        );
+        assert_eq!(
+            field(ConnectionConfig {
+                command_queue: usize::MAX,
+                ..ok()
+            }),
+            "command_queue"
+        );
         ok().with_frame_max(0)
             .with_channel_max(0)
             .with_heartbeat(0)
+            .validate()
+            .unwrap();
+        ok().with_connection_timeout(ConnectionConfig::MAX_TIMEOUT)
+            .with_rpc_timeout(ConnectionConfig::MAX_TIMEOUT)
+            .with_close_timeout(ConnectionConfig::MAX_TIMEOUT)
+            .with_confirm_window(ConnectionConfig::MAX_CAPACITY)
             .validate()
             .unwrap();
     }

@@ -227,3 +227,43 @@ async fn dropping_the_last_handle_closes_the_connection() {
     })
     .await
 }
+
+/// The largest timeouts and capacities `validate` accepts work end to end, and larger ones are a typed
+/// error from `connect_with` (a review found `Duration::MAX` and `usize::MAX` panicking: in deadline
+/// arithmetic, and in tokio's semaphore inside the driver task).
+#[tokio::test]
+async fn the_largest_accepted_limits_work_and_larger_ones_are_refused() {
+    with_timeout(async {
+        use coney::{Confirmation, ConnectionConfig};
+        let max = ConnectionConfig::MAX_TIMEOUT;
+        let largest = config()
+            .with_connection_timeout(max)
+            .with_rpc_timeout(max)
+            .with_close_timeout(max)
+            .with_confirm_window(ConnectionConfig::MAX_CAPACITY);
+        let conn = Connection::connect_with(largest).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        drop(ch.returned_messages(usize::MAX));
+        ch.confirm_select().await.expect("confirm.select");
+        let confirm = ch
+            .basic_publish("", "", Default::default(), Default::default(), "m")
+            .await
+            .expect("publish");
+        assert_eq!(confirm.await.expect("confirmed"), Confirmation::Ack);
+        ch.close().await.expect("channel close");
+        conn.close().await.expect("close");
+
+        for too_large in [
+            config().with_connection_timeout(Duration::MAX),
+            config().with_rpc_timeout(Duration::MAX),
+            config().with_close_timeout(Duration::MAX),
+            config().with_confirm_window(usize::MAX),
+        ] {
+            match Connection::connect_with(too_large).await {
+                Err(Error::Config(_)) => {}
+                other => panic!("expected a configuration error, got {other:?}"),
+            }
+        }
+    })
+    .await
+}

@@ -875,13 +875,16 @@ impl Channel {
 
     /// Listens for messages the broker returns (basic.return) on this channel when it is **not** in
     /// confirm mode. (In confirm mode a return resolves the publish's [`PublishConfirm`] as
-    /// [`Confirmation::Returned`](crate::Confirmation::Returned) instead.)
+    /// [`Confirmation::Returned`](crate::Confirmation::Returned) instead; only one that matches no
+    /// outstanding publish comes here.)
     ///
-    /// Bounded: at most `capacity` returns wait in the listener; when it is full, or after it is dropped,
-    /// further returns are logged and dropped, never allowed to stall the connection. A second call
-    /// replaces the first listener.
+    /// Bounded: at most `capacity` returns wait in the listener (at least 1, at most
+    /// [`ConnectionConfig::MAX_CAPACITY`](crate::ConnectionConfig::MAX_CAPACITY)); when it is full, or
+    /// after it is dropped, further returns are logged and dropped, never allowed to stall the
+    /// connection. A second call replaces the first listener.
     pub fn returned_messages(&self, capacity: usize) -> ReturnedMessages {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let capacity = capacity.clamp(1, crate::ConnectionConfig::MAX_CAPACITY);
+        let (tx, rx) = mpsc::channel(capacity);
         *self
             .inner
             .shared
