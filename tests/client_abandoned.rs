@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coney::{
-    codec::{FieldTable, ShortStr},
+    codec::{FieldTable, LongStr, ShortStr},
     options::{BasicConsumeOptions, BasicPublishOptions},
     spec::{basic, channel, queue, Method, ReplyCode},
     BasicProperties, Connection, Error,
@@ -421,4 +421,46 @@ async fn a_channel_dropped_after_its_answer_is_closed() {
         conn.close().await.expect("close");
     };
     scenario(LIMIT, server, client).await;
+}
+
+/// A broker that never answers an RPC keeps every later RPC of the channel waiting behind it. A caller
+/// that retries on timeout must not make its abandoned attempts pile up there (a review found 600
+/// attempts with a 100 KB `arguments` table holding 58 MiB): they are dropped when the next RPC comes,
+/// and none is sent.
+#[tokio::test]
+async fn abandoned_rpcs_behind_an_unanswered_one_are_dropped() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        // Never answered.
+        peer.expect_queue_declare(ch).await;
+        peer.methods_until_close(ch).await
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let note = Bytes::from(vec![b'x'; 100_000]);
+        let attempt = |arguments: FieldTable| {
+            let declare = ch.queue_declare("q", Default::default(), arguments);
+            async move {
+                let _ = tokio::time::timeout(Duration::from_millis(5), declare).await;
+            }
+        };
+        for _ in 0..50 {
+            attempt(FieldTable::new().with("x-note", LongStr::from(note.clone()))).await;
+        }
+        // The next RPC on the channel clears the abandoned ones waiting.
+        attempt(FieldTable::new()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let unique = note.is_unique();
+        conn.close().await.expect("close");
+        unique
+    };
+    let (seen, unique) = scenario(LIMIT, server, client).await;
+    assert!(
+        unique,
+        "the abandoned attempts' arguments are no longer held by the driver"
+    );
+    assert!(seen.is_empty(), "abandoned attempts are not sent: {seen:?}");
 }

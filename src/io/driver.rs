@@ -607,6 +607,11 @@ where
                 };
                 track_direct_settlement(&mut slot.acks, &method);
                 let responses = rpc_responses(&method);
+                // Waiting RPCs whose callers gave up are dropped now rather than when the one in flight
+                // is answered: a broker that never answers it must not make a retrying caller's
+                // attempts, arguments tables and all, pile up here.
+                slot.rpcs
+                    .retain(|rpc| rpc.method.is_none() || !rpc.reply.is_closed());
                 let idle = slot.rpcs.is_empty();
                 slot.rpcs.push_back(PendingRpc {
                     get_no_ack: matches!(&method, Method::BasicGet(get) if get.no_ack),
