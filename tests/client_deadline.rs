@@ -144,3 +144,74 @@ async fn an_ack_waits_for_room_at_most_one_rpc_timeout() {
     };
     scenario(Duration::from_secs(60), server, client).await;
 }
+
+/// A channel.close the broker never answers: `Channel::close` returns `Timeout` after `close_timeout`,
+/// and the channel has ended for its handles all the same (found by a review: its confirms and
+/// consumers waited for as long as the connection lived, and `is_open` stayed true). Its id stays taken:
+/// the next channel gets another.
+#[tokio::test]
+async fn a_channel_close_never_answered_ends_the_channel_for_its_handles() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let close_timeout = config.close_timeout;
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        match peer.expect_method().await {
+            (c, coney::spec::Method::ConfirmSelect(_)) if c == ch => {
+                peer.send_method(ch, coney::spec::confirm::SelectOk).await
+            }
+            other => panic!("fake broker: expected confirm.select, got {other:?}"),
+        }
+        let _tag = peer.answer_consume(ch).await;
+        peer.expect_publish(ch).await;
+        peer.expect_channel_close(ch, coney::ReplyCode::REPLY_SUCCESS)
+            .await;
+        // No close-ok, no ack. The next channel.open is answered.
+        let next = peer.open_channel().await;
+        assert_ne!(next, ch, "the unanswered channel's id is still taken");
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        ch.confirm_select().await.expect("confirm.select");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let confirm = ch
+            .basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "m",
+            )
+            .await
+            .expect("publish");
+        let start = Instant::now();
+        let closed = ch.close().await;
+        let took = start.elapsed();
+        assert!(
+            matches!(closed, Err(Error::Timeout { .. })),
+            "no close-ok came: {closed:?}"
+        );
+        assert!(
+            took < close_timeout * 3,
+            "within about close_timeout: {took:?}"
+        );
+        assert!(!ch.is_open(), "the channel reports itself closed");
+        let settled = tokio::time::timeout(Duration::from_secs(1), confirm)
+            .await
+            .expect("the confirm ends with the channel");
+        assert!(matches!(settled, Err(Error::Timeout { .. })), "{settled:?}");
+        let ended = tokio::time::timeout(Duration::from_secs(1), consumer.next())
+            .await
+            .expect("the consumer ends with the channel");
+        assert!(matches!(ended, Some(Err(_)) | None), "{ended:?}");
+        let other = conn.open_channel().await.expect("another channel");
+        assert_ne!(other.id(), ch.id());
+        conn.close().await.expect("close");
+    };
+    scenario(Duration::from_secs(60), server, client).await;
+}

@@ -3,6 +3,7 @@
 use std::{
     sync::{atomic::Ordering, Arc},
     task::Poll,
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -242,13 +243,19 @@ impl Channel {
     }
 
     /// Closes the channel (channel.close with 200, waits for close-ok). Pending calls fail with
-    /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker. Waits at most
-    /// `close_timeout` in all: for room in the command queue, then for close-ok.
+    /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker.
+    ///
+    /// Waits up to `close_timeout` for room in the command queue, then up to `close_timeout` from
+    /// sending channel.close for the close-ok. Without one, the channel ends all the same: this returns
+    /// [`Error::Timeout`], pending calls, confirms and consumers fail with it, and
+    /// [`is_open`](Self::is_open) is false; the channel's id stays taken until the close-ok comes or
+    /// the connection ends.
     pub async fn close(&self) -> Result<(), Error> {
         if self.inner.shared.is_closed() {
             return Ok(());
         }
-        let deadline = Deadline::after(self.inner.conn.config.close_timeout);
+        let close_timeout = self.inner.conn.config.close_timeout;
+        let deadline = Deadline::after(close_timeout);
         let (tx, rx) = oneshot::channel();
         let cmd = Command::CloseChannel {
             channel: self.id(),
@@ -262,9 +269,17 @@ impl Channel {
             // The connection is gone, and the channel with it.
             Err(_) => return Ok(()),
         }
-        match deadline.wait("channel.close-ok", rx).await? {
-            Ok(result) => result,
-            Err(_) => Ok(()),
+        // The driver answers within `close_timeout` of sending channel.close: with the close-ok, or
+        // with a timeout once it has ended the channel's waiters. The extra second only guards
+        // against a driver that does neither.
+        let timeout = close_timeout + Duration::from_secs(1);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(Error::Timeout {
+                what: "channel.close-ok",
+                after: timeout,
+            }),
         }
     }
 

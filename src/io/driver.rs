@@ -186,6 +186,9 @@ pub(crate) struct Driver<R, W> {
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     closing_deadline: Option<Instant>,
+    /// When each channel.close the client sent stops waiting for its close-ok (`close_timeout` after
+    /// it was sent), with the channel's id and incarnation; in that order, as every wait is as long.
+    channel_close_deadlines: VecDeque<(Instant, u16, u64)>,
     close_timeout: Duration,
     commands_closed: bool,
     /// The read buffer's current growth step, between `READ_CHUNK_MIN` and `READ_CHUNK_MAX`.
@@ -237,6 +240,7 @@ where
             sweep_deadline: None,
             close_waiters: Vec::new(),
             closing_deadline: None,
+            channel_close_deadlines: VecDeque::new(),
             close_timeout,
             commands_closed: false,
             settlements: Vec::new(),
@@ -326,6 +330,7 @@ where
             {
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
+            self.expire_channel_closes();
             self.drop_parked_if_closing()?;
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
@@ -340,6 +345,9 @@ where
             let deadline = [
                 self.proto.poll_timeout(),
                 self.closing_deadline.map(Instant::into_std),
+                self.channel_close_deadlines
+                    .front()
+                    .map(|(at, ..)| at.into_std()),
                 self.sweep_deadline.map(Instant::into_std),
             ]
             .into_iter()
@@ -514,6 +522,55 @@ where
             self.dispatch_events()?;
         }
         Ok(())
+    }
+
+    /// Sends channel.close (200) for the client, and starts its wait for close-ok.
+    fn close_channel(&mut self, channel: u16, generation: u64) {
+        self.proto
+            .close_channel(channel, ReplyCode::REPLY_SUCCESS, "closed by client");
+        self.channel_close_deadlines.push_back((
+            Instant::now() + self.close_timeout,
+            channel,
+            generation,
+        ));
+    }
+
+    /// A channel whose close-ok did not come within `close_timeout` of its channel.close has ended for
+    /// its handles all the same: its waiters (the close's, pending RPCs and confirms, consumers) fail
+    /// with the timeout and it reports itself closed. Its id stays taken until the close-ok comes (or
+    /// the connection ends): the broker may still hold the channel, and reusing the id before the
+    /// close-ok would be a channel error (spec, channel.close: the peer must not send anything else on
+    /// the channel until close-ok).
+    fn expire_channel_closes(&mut self) {
+        let Some(&(first, ..)) = self.channel_close_deadlines.front() else {
+            return;
+        };
+        let now = Instant::now();
+        if first > now {
+            return;
+        }
+        while let Some(&(at, channel, generation)) = self.channel_close_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.channel_close_deadlines.pop_front();
+            let Some(slot) = self.channels.get_mut(channel) else {
+                continue;
+            };
+            if slot.shared.generation != generation || slot.shared.is_closed() {
+                continue;
+            }
+            warn!(channel, "no channel.close-ok within close_timeout; the channel's handles end, its id stays taken");
+            let error = Error::Timeout {
+                what: "channel.close-ok",
+                after: self.close_timeout,
+            };
+            slot.shared.close(error.clone());
+            for w in slot.close_waiters.drain(..) {
+                let _ = w.send(Err(error.clone()));
+            }
+            fail_slot(slot, &error);
+        }
     }
 
     fn start_close(&mut self, code: ReplyCode, text: &str) {
@@ -706,11 +763,7 @@ where
                             slot.close_waiters.push(reply);
                         }
                         if usable {
-                            self.proto.close_channel(
-                                channel,
-                                ReplyCode::REPLY_SUCCESS,
-                                "closed by client",
-                            );
+                            self.close_channel(channel, generation);
                         }
                     }
                     _ => {
@@ -1074,8 +1127,8 @@ where
                     // connection ends. (A caller that leaves after this answer is sent is covered by
                     // `OpenedChannel`'s drop, which asks for the close through the command queue.)
                     debug!(channel, "closing a channel whose opener gave up");
-                    self.proto
-                        .close_channel(channel, ReplyCode::REPLY_SUCCESS, "closed by client");
+                    let generation = slot.shared.generation;
+                    self.close_channel(channel, generation);
                     return Ok(());
                 }
                 RpcReply::Channel(OpenedChannel::new(slot.shared.clone()))
