@@ -74,6 +74,10 @@ const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
 /// commands until the socket drains.
 const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
+/// Above this many the driver stops reading too: what it writes by itself in answer to what it reads
+/// (flow-ok, close-ok, rejects, acks) must not grow without bound while the peer does not read.
+/// Commands stop first, so only answers (or one large publish) take the backlog past it.
+const MAX_PENDING_ANSWERS: usize = 2 * MAX_PENDING_WRITE;
 /// The most slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
 
@@ -359,9 +363,11 @@ where
                     sleep.as_mut().reset(d);
                 }
             }
-            let take_commands = !self.commands_closed
-                && self.write_buf.len() + self.proto.transmit().len() < MAX_PENDING_WRITE;
-            let paused = self.parked.is_some();
+            let backlog = self.write_buf.len() + self.proto.transmit().len();
+            let take_commands = !self.commands_closed && backlog < MAX_PENDING_WRITE;
+            let parked = self.parked.is_some();
+            // Reads stop for a consumer queue that is full, or for a peer that does not read.
+            let paused = parked || backlog >= MAX_PENDING_ANSWERS;
             tokio::select! {
                 biased;
                 res = write_or_flush(&mut self.writer, &self.write_buf), if !self.write_buf.is_empty() || self.needs_flush => {
@@ -399,8 +405,8 @@ where
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
                 }
-                room = room_for(&self.parked), if paused => {
-                    let Parked { queue, delivery } = self.parked.take().expect("paused means parked");
+                room = room_for(&self.parked), if parked => {
+                    let Parked { queue, delivery } = self.parked.take().expect("parked");
                     let acker = delivery.acker();
                     let acked = (!acker.no_ack())
                         .then(|| (acker.channel_id(), acker.generation(), delivery.delivery_tag()));

@@ -46,6 +46,20 @@ impl FakeBroker {
         FakeBroker { listener, addr }
     }
 
+    /// Like [`FakeBroker::bind`], with the accepted socket's kernel buffers fixed at 64 KiB each way (no
+    /// autotuning), so that a broker that stops reading makes the client's writes stall soon.
+    pub async fn bind_with_small_buffers() -> FakeBroker {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+        socket.set_send_buffer_size(64 * 1024).expect("SO_SNDBUF");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind 127.0.0.1:0");
+        let listener = socket.listen(16).expect("listen");
+        let addr = listener.local_addr().expect("local_addr");
+        FakeBroker { listener, addr }
+    }
+
     /// The port to connect to.
     pub fn port(&self) -> u16 {
         self.addr.port()
