@@ -507,7 +507,7 @@ fn handle_timeout_always_moves_the_deadline_forward() {
     // the past, the driver would spin; that happens when the socket is not writable (the broker stopped
     // reading: a memory alarm), so earlier bytes are still pending and no heartbeat can be queued.
     let mut s = heartbeat_10();
-    s.conn.send_method(1, &channel::Open.into());
+    s.conn.open_channel(1);
     s.advance(Duration::from_secs(6));
     s.conn.handle_timeout(s.now, false).unwrap();
     let next = s.conn.poll_timeout().unwrap();

@@ -193,6 +193,9 @@ pub(crate) struct Driver<R, W> {
     /// When each channel.close the client sent stops waiting for its close-ok (`close_timeout` after
     /// it was sent), with the channel's id and incarnation; in that order, as every wait is as long.
     channel_close_deadlines: VecDeque<(Instant, u16, u64)>,
+    /// The last closed incarnation of each channel id, with why it closed: for the commands its
+    /// handles queued before they saw the close. At most one entry per id.
+    closed_channels: ChannelMap<(u64, Error)>,
     close_timeout: Duration,
     commands_closed: bool,
     /// The read buffer's current growth step, between `READ_CHUNK_MIN` and `READ_CHUNK_MAX`.
@@ -245,6 +248,7 @@ where
             close_waiters: Vec::new(),
             closing_deadline: None,
             channel_close_deadlines: VecDeque::new(),
+            closed_channels: ChannelMap::new(),
             close_timeout,
             commands_closed: false,
             settlements: Vec::new(),
@@ -659,12 +663,8 @@ where
             } => {
                 let slot = match self.usable_slot(channel) {
                     Some(slot) if slot.shared.generation == generation => slot,
-                    Some(_) => {
-                        let _ = reply.send(Err(Error::ClosedByClient("channel")));
-                        return;
-                    }
-                    None => {
-                        let _ = reply.send(Err(self.channel_error(channel)));
+                    _ => {
+                        let _ = reply.send(Err(self.channel_error(channel, generation)));
                         return;
                     }
                 };
@@ -858,13 +858,19 @@ where
         self.channels.get_mut(channel)
     }
 
-    fn channel_error(&self, channel: u16) -> Error {
+    /// Why a command of this incarnation of the channel cannot be done: the connection's end, the
+    /// channel's own (while its slot stays, or as [`Driver::closed_channels`] remembers it), or else
+    /// the client's close.
+    fn channel_error(&self, channel: u16, generation: u64) -> Error {
         if self.closing_deadline.is_some() {
             return self.shared.error();
         }
         match self.channels.get(channel) {
-            Some(slot) => slot.shared.error(),
-            None => Error::ClosedByClient("channel"),
+            Some(slot) if slot.shared.generation == generation => slot.shared.error(),
+            _ => match self.closed_channels.get(channel) {
+                Some((closed, error)) if *closed == generation => error.clone(),
+                _ => Error::ClosedByClient("channel"),
+            },
         }
     }
 
@@ -905,7 +911,7 @@ where
         let slot = match slot {
             Some(slot) => slot,
             None => {
-                let error = self.channel_error(p.channel);
+                let error = self.channel_error(p.channel, p.generation);
                 if let Some(waiter) = p.confirm {
                     let _ = waiter.reply.send(Err(error));
                 }
@@ -930,6 +936,12 @@ where
     }
 
     fn send_next_rpc(&mut self, channel: u16) {
+        // A reply decoded in the same read as the channel's (or the connection's) close is dispatched
+        // after the state machine answered that close: nothing more may go out on the channel. The
+        // RPC stays queued until the close fails it with the channel's or the connection's error.
+        if !self.proto.channel_is_usable(channel) {
+            return;
+        }
         let Some(slot) = self.channels.get_mut(channel) else {
             return;
         };
@@ -1076,6 +1088,9 @@ where
             let _ = w.send(Ok(()));
         }
         fail_slot(&mut slot, &error);
+        // Commands queued before the handles saw the close fail with its cause, not a generic one.
+        self.closed_channels
+            .insert(channel, (slot.shared.generation, slot.shared.error()));
     }
 
     fn handle_method(&mut self, channel: u16, method: Method) -> Result<(), Error> {

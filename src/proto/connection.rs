@@ -474,7 +474,7 @@ impl Connection {
                 content: None,
             },
         );
-        self.send_method(id, &channel::Open.into());
+        self.queue_method(id, &channel::Open.into());
     }
 
     /// Whether channel `id` is open and not closing.
@@ -502,7 +502,7 @@ impl Connection {
             class_id: 0,
             method_id: 0,
         };
-        self.send_method(id, &close.into());
+        self.queue_method(id, &close.into());
     }
 
     /// Starts closing the connection: sends `connection.close`. [`Event::Closed`] follows `close-ok`.
@@ -516,12 +516,26 @@ impl Connection {
             class_id: 0,
             method_id: 0,
         };
-        self.send_method(0, &close.into());
+        self.queue_method(0, &close.into());
         self.state = State::Closing;
     }
 
-    /// Queues a method frame.
-    pub fn send_method(&mut self, channel: u16, method: &Method) {
+    /// Queues a method frame on an open channel; `false`, and nothing queued, unless the connection is
+    /// open and the channel open and not closing ([`Connection::channel_is_usable`]). The state
+    /// machine's own frames (the handshake, closes and close-oks) do not go through this check.
+    pub fn send_method(&mut self, channel: u16, method: &Method) -> bool {
+        // spec (channel.close-ok): it "tells the recipient that it is safe to release resources for the
+        // channel", so nothing may follow it on the channel (RabbitMQ closes the whole connection with
+        // 504 "expected 'channel.open'" for a method on a channel it released); nothing but close-ok
+        // may follow a channel.close or a connection.close either.
+        if !self.channel_is_usable(channel) {
+            return false;
+        }
+        self.queue_method(channel, method);
+        true
+    }
+
+    fn queue_method(&mut self, channel: u16, method: &Method) {
         frame::encode_method(self.out.tail(), channel, method);
     }
 
@@ -615,7 +629,7 @@ impl Connection {
         match (self.state, method) {
             (_, Method::ConnectionClose(close)) => {
                 // spec: "After sending close-ok the peer closes the socket"; answering is always allowed.
-                self.send_method(0, &connection::CloseOk.into());
+                self.queue_method(0, &connection::CloseOk.into());
                 self.state = State::Closed;
                 Err(ConnectionError::ServerClosed(close))
             }
@@ -692,7 +706,7 @@ impl Connection {
                 .response(&self.params.username, &self.params.password),
             locale: short(&self.params.locale),
         };
-        self.send_method(0, &start_ok.into());
+        self.queue_method(0, &start_ok.into());
         self.state = State::AwaitTune;
         self.server_properties = start.server_properties;
         Ok(())
@@ -705,7 +719,7 @@ impl Connection {
             heartbeat: tune.heartbeat,
         };
         let tuned = handshake::negotiate(server, self.params.tune);
-        self.send_method(
+        self.queue_method(
             0,
             &connection::TuneOk {
                 channel_max: tuned.channel_max,
@@ -731,7 +745,7 @@ impl Connection {
         };
         self.decoder.set_max_frame_size(inbound);
         self.tuned = Some(tuned);
-        self.send_method(
+        self.queue_method(
             0,
             &connection::Open {
                 virtual_host: short(&self.params.vhost),
@@ -785,7 +799,7 @@ impl Connection {
             match method {
                 Method::ChannelClose(close) => {
                     state.server_close = Some(close);
-                    self.send_method(channel, &channel::CloseOk.into());
+                    self.queue_method(channel, &channel::CloseOk.into());
                 }
                 Method::ChannelCloseOk(_) => {
                     let state = self.channels.remove(channel).expect("present");
@@ -812,14 +826,14 @@ impl Connection {
         match method {
             Method::ChannelClose(close) => {
                 self.channels.remove(channel);
-                self.send_method(channel, &channel::CloseOk.into());
+                self.queue_method(channel, &channel::CloseOk.into());
                 self.events.push_back(Event::ChannelClosed {
                     channel,
                     cause: ChannelCloseCause::Server(close),
                 });
             }
             Method::ChannelFlow(flow) => {
-                self.send_method(
+                self.queue_method(
                     channel,
                     &channel::FlowOk {
                         active: flow.active,
