@@ -45,12 +45,12 @@ pub fn timestamp(input: &[u8]) -> Parsed<'_, Timestamp> {
     Ok((input, Timestamp(secs)))
 }
 
-/// `shortstr`: length octet, then that many bytes of UTF-8.
+/// `shortstr`: length octet, then that many bytes of UTF-8 (decoded lossily if they are not: see
+/// [`ShortStr`]).
 pub fn short_str(input: &[u8]) -> Parsed<'_, ShortStr> {
     let (input, len) = be_u8(input)?;
     let (input, bytes) = take(len)(input)?;
-    let s = ShortStr::from_wire(bytes).map_err(nom::Err::Failure)?;
-    Ok((input, s))
+    Ok((input, ShortStr::from_wire(bytes)))
 }
 
 /// `shortstr` like [`short_str`]; with `shared` (a buffer that `input` lies in), the string shares its
@@ -61,8 +61,7 @@ pub fn short_str_shared<'a>(input: &'a [u8], shared: Option<&Bytes>) -> Parsed<'
     let s = match shared {
         Some(shared) => ShortStr::from_wire_shared(shared, bytes),
         None => ShortStr::from_wire(bytes),
-    }
-    .map_err(nom::Err::Failure)?;
+    };
     Ok((input, s))
 }
 
@@ -179,8 +178,7 @@ fn check_nesting(depth: usize) -> Result<(), nom::Err<CodecError>> {
 /// Checks a `shortstr` as [`short_str`] does and returns the input after it.
 pub fn skip_short_str(input: &[u8]) -> Parsed<'_, ()> {
     let (input, len) = be_u8(input)?;
-    let (input, bytes) = take(len)(input)?;
-    ShortStr::check_wire(bytes).map_err(nom::Err::Failure)?;
+    let (input, _) = take(len)(input)?;
     Ok((input, ()))
 }
 

@@ -25,9 +25,6 @@ pub enum CodecError {
     /// A boolean field value that is neither 0 nor 1.
     #[error("invalid boolean octet {0:#04x}")]
     InvalidBool(u8),
-    /// A short string that is not UTF-8.
-    #[error("short string is not valid UTF-8")]
-    InvalidUtf8,
     /// A short string longer than 255 bytes (only possible when building one, never on the wire).
     #[error("short string of {0} bytes is longer than 255")]
     ShortStrTooLong(usize),

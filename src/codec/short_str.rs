@@ -13,6 +13,9 @@ use crate::codec::CodecError;
 
 /// An AMQP short string: UTF-8, at most 255 bytes, checked when it is built.
 ///
+/// Received from the network, bytes that are not UTF-8 are decoded lossily rather than refused (see
+/// [`ShortStr::from_wire`]'s rule below): each invalid sequence becomes U+FFFD, as in the Java client.
+///
 /// Cheap to clone (it shares its bytes). Queue names, exchange names, routing keys and consumer tags are
 /// short strings.
 ///
@@ -51,33 +54,47 @@ impl ShortStr {
         ShortStr(Bytes::from_static(s.as_bytes()))
     }
 
-    /// Validates bytes received from the network.
-    pub(crate) fn from_wire(bytes: &[u8]) -> Result<ShortStr, CodecError> {
+    /// Bytes received from the network (at most 255).
+    ///
+    /// spec: a short string carries "up to 255 octets of UTF-8 data". But RabbitMQ relays routing keys
+    /// and header-table keys from other clients unchecked (a Go string or an Erlang binary can hold any
+    /// bytes), and refusing one would close the whole connection over one message, which the broker
+    /// requeues and delivers again after every reconnect. So bytes that are not UTF-8 are decoded
+    /// lossily, as the Java client decodes them: each invalid sequence becomes U+FFFD, and the result
+    /// is cut to 255 bytes on a character boundary.
+    pub(crate) fn from_wire(bytes: &[u8]) -> ShortStr {
         debug_assert!(bytes.len() <= Self::MAX_LEN);
-        check_utf8(bytes)?;
-        Ok(ShortStr(Bytes::copy_from_slice(bytes)))
+        if is_utf8(bytes) {
+            return ShortStr(Bytes::copy_from_slice(bytes));
+        }
+        ShortStr::lossy(bytes)
     }
 
-    /// Checks bytes received from the network as [`ShortStr::from_wire`] does, without building one.
-    pub(crate) fn check_wire(bytes: &[u8]) -> Result<(), CodecError> {
+    /// Like [`ShortStr::from_wire`], for bytes that lie inside `shared`: a UTF-8 string shares its
+    /// allocation (a reference count) instead of being copied. Bytes outside `shared` are copied.
+    pub(crate) fn from_wire_shared(shared: &Bytes, bytes: &[u8]) -> ShortStr {
         debug_assert!(bytes.len() <= Self::MAX_LEN);
-        check_utf8(bytes)
-    }
-
-    /// Validates bytes received from the network that lie inside `shared`, sharing its allocation (a
-    /// reference count) instead of copying. Bytes outside `shared` are copied.
-    pub(crate) fn from_wire_shared(shared: &Bytes, bytes: &[u8]) -> Result<ShortStr, CodecError> {
-        debug_assert!(bytes.len() <= Self::MAX_LEN);
-        check_utf8(bytes)?;
+        if !is_utf8(bytes) {
+            return ShortStr::lossy(bytes);
+        }
         if bytes.is_empty() {
-            return Ok(ShortStr::default());
+            return ShortStr::default();
         }
         let base = shared.as_ptr() as usize;
         let start = bytes.as_ptr() as usize;
         if start < base || start + bytes.len() > base + shared.len() {
-            return Ok(ShortStr(Bytes::copy_from_slice(bytes)));
+            return ShortStr(Bytes::copy_from_slice(bytes));
         }
-        Ok(ShortStr(shared.slice_ref(bytes)))
+        ShortStr(shared.slice_ref(bytes))
+    }
+
+    fn lossy(bytes: &[u8]) -> ShortStr {
+        let text = String::from_utf8_lossy(bytes);
+        let mut end = text.len().min(Self::MAX_LEN);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        ShortStr(Bytes::copy_from_slice(&text.as_bytes()[..end]))
     }
 
     /// The string.
@@ -195,11 +212,8 @@ impl fmt::Display for ShortStr {
     }
 }
 
-/// Checks that wire bytes are UTF-8. Names, tags and keys are nearly always ASCII, which `is_ascii`
+/// Whether wire bytes are UTF-8. Names, tags and keys are nearly always ASCII, which `is_ascii`
 /// confirms a word at a time; only the rest takes `from_utf8`'s full walk.
-fn check_utf8(bytes: &[u8]) -> Result<(), CodecError> {
-    if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
-        return Ok(());
-    }
-    Err(CodecError::InvalidUtf8)
+fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }

@@ -1,6 +1,6 @@
 //! Round trips and malformed input for the codec types.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use proptest::{collection::vec, prelude::*, strategy::ValueTree};
 
 use crate::codec::{
@@ -209,12 +209,7 @@ fn malformed_values_are_typed_errors() {
     assert_eq!(err(b"S\x00\x00\x00\x05abc"), CodecError::Truncated);
     assert_eq!(err(b"x\xff\xff\xff\xff"), CodecError::Truncated);
     assert_eq!(err(b""), CodecError::Truncated);
-    assert_eq!(
-        decode::short_str(b"\x02\xc3\x28")
-            .map_err(CodecError::from)
-            .unwrap_err(),
-        CodecError::InvalidUtf8
-    );
+
     assert_eq!(
         decode::short_str(b"\x09abc")
             .map_err(CodecError::from)
@@ -335,4 +330,24 @@ fn decoded_values_stay_within_the_documented_size_per_input_byte() {
     let entry = std::mem::size_of::<(ShortStr, FieldValue)>();
     assert!(value <= 40, "FieldValue is {value} bytes");
     assert!(entry <= 2 * 40, "a table entry is {entry} bytes");
+}
+
+/// Short strings from the network that are not UTF-8 are decoded lossily, never refused, and stay within
+/// 255 bytes however many replacement characters they take.
+#[test]
+fn short_strings_that_are_not_utf8_decode_lossily() {
+    let (rest, s) = decode::short_str(b"\x03k\xff\xfe!").unwrap();
+    assert_eq!(rest, b"!");
+    assert_eq!(s.as_str(), "k\u{FFFD}\u{FFFD}");
+    // 255 invalid bytes would be 765 bytes of U+FFFD: cut at 255, on a character boundary.
+    let mut wire = vec![255u8];
+    wire.extend(std::iter::repeat_n(0xffu8, 255));
+    let (_, s) = decode::short_str(&wire).unwrap();
+    assert_eq!(s.as_str(), "\u{FFFD}".repeat(85));
+    // The shared-buffer decoder agrees, and a valid string still shares the buffer.
+    let shared = Bytes::from_static(b"\x03k\xff\xfe");
+    let (_, s) = decode::short_str_shared(&shared, Some(&shared)).unwrap();
+    assert_eq!(s.as_str(), "k\u{FFFD}\u{FFFD}");
+    // The skipper accepts what the decoder accepts.
+    assert_eq!(decode::skip_short_str(b"\x02\xc3\x28").unwrap().0, b"");
 }
