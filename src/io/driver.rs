@@ -74,10 +74,12 @@ const SMALL_READS_TO_SHRINK: u32 = 64;
 /// Above this many unwritten bytes (encoded, or bodies queued by reference) the driver stops taking
 /// commands until the socket drains.
 const MAX_PENDING_WRITE: usize = 4 * 1024 * 1024;
-/// Above this many the driver stops reading too: what it writes by itself in answer to what it reads
-/// (flow-ok, close-ok, rejects, acks) must not grow without bound while the peer does not read.
-/// Commands stop first, so only answers (or one large publish) take the backlog past it.
-const MAX_PENDING_ANSWERS: usize = 2 * MAX_PENDING_WRITE;
+/// The most bytes the driver queues by itself in answer to what it reads (flow-ok, close-ok, rejects,
+/// acks), net of what it writes meanwhile. A peer past this sends frames that need answers and does not
+/// read them: the connection ends, rather than the answers growing without bound. (Reading on, instead
+/// of pausing, keeps heartbeats working; a broker that legitimately stops reading, under a resource
+/// alarm, needs few answers: its deliveries stop at the prefetch limits.)
+const MAX_UNWRITTEN_ANSWERS: usize = 16 * 1024 * 1024;
 /// The most slices handed to one vectored write.
 const MAX_IO_SLICES: usize = 64;
 
@@ -193,6 +195,8 @@ pub(crate) struct Driver<R, W> {
     /// When each channel.close the client sent stops waiting for its close-ok (`close_timeout` after
     /// it was sent), with the channel's id and incarnation; in that order, as every wait is as long.
     channel_close_deadlines: VecDeque<(Instant, u16, u64)>,
+    /// What reads made the driver queue, less what it wrote since: see [`MAX_UNWRITTEN_ANSWERS`].
+    unwritten_answers: usize,
     /// The last closed incarnation of each channel id, with why it closed: for the commands its
     /// handles queued before they saw the close. At most one entry per id.
     closed_channels: ChannelMap<(u64, Error)>,
@@ -248,6 +252,7 @@ where
             close_waiters: Vec::new(),
             closing_deadline: None,
             channel_close_deadlines: VecDeque::new(),
+            unwritten_answers: 0,
             closed_channels: ChannelMap::new(),
             close_timeout,
             commands_closed: false,
@@ -270,6 +275,38 @@ where
         self.fail_all(error).await;
     }
 
+    /// Counts what a read made the driver queue (the state machine's transmit buffer had `queued` bytes
+    /// before it), and ends the connection once the answers the peer leaves unread pass
+    /// [`MAX_UNWRITTEN_ANSWERS`].
+    fn count_answers(&mut self, queued: usize) -> Result<(), Error> {
+        let added = self.proto.transmit().len().saturating_sub(queued);
+        self.unwritten_answers = self.unwritten_answers.saturating_add(added);
+        if self.unwritten_answers > MAX_UNWRITTEN_ANSWERS {
+            return Err(Error::io(std::io::Error::other(format!(
+                "the broker sent frames needing {} bytes of answers without reading them",
+                self.unwritten_answers
+            ))));
+        }
+        Ok(())
+    }
+
+    /// Writes everything the driver and the state machine hold for the socket.
+    async fn write_pending(&mut self) -> std::io::Result<()> {
+        loop {
+            if self.write_buf.is_empty() {
+                std::mem::swap(&mut self.write_buf, self.proto.transmit());
+            }
+            if self.write_buf.is_empty() {
+                return Ok(());
+            }
+            match write_or_flush(&mut self.writer, &self.write_buf).await? {
+                Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Some(n) => self.write_buf.advance(n),
+                None => {}
+            }
+        }
+    }
+
     /// Says goodbye properly before the socket is dropped, within `close_timeout`: writes what the state
     /// machine queued last (our connection.close after a violation, or close-ok to the broker's close) and,
     /// after our own close, waits for the broker's close-ok.
@@ -277,24 +314,16 @@ where
     /// spec (connection.close): "the sender of Close ... MUST wait for Close-Ok" and the peer "MUST ... reply
     /// with Close-Ok"; an unanswered close is not allowed to block us past the timeout.
     async fn finish(&mut self, error: &Error) {
-        if matches!(error, Error::Io(_)) {
+        // spec (4.2.7): a peer silent for two heartbeat intervals is dead, and the connection is
+        // closed "without following the Connection.Close/Close-Ok handshaking": a dead peer may also
+        // have stopped reading, and writing to it would only hold the waiters back.
+        if matches!(error, Error::Io(_) | Error::MissedHeartbeats(_)) {
             return;
         }
         let wait_for_close_ok = matches!(error, Error::Protocol { .. }) && !self.proto.is_closed();
+        let close_timeout = self.close_timeout;
         let goodbye = async {
-            loop {
-                if self.write_buf.is_empty() {
-                    std::mem::swap(&mut self.write_buf, self.proto.transmit());
-                }
-                if self.write_buf.is_empty() {
-                    break;
-                }
-                match write_or_flush(&mut self.writer, &self.write_buf).await? {
-                    Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Some(n) => self.write_buf.advance(n),
-                    None => {}
-                }
-            }
+            self.write_pending().await?;
             if wait_for_close_ok {
                 // What is buffered is what broke the protocol; only frames after it may hold close-ok.
                 self.read_buf.clear();
@@ -314,10 +343,14 @@ where
                         self.read_buf.clear();
                     }
                 }
+                // spec (connection.close): "The response to receiving a Close after sending Close must
+                // be to send Close-Ok": the broker's close crossed ours, and the state machine queued
+                // the close-ok.
+                self.write_pending().await?;
             }
             self.writer.shutdown().await
         };
-        if let Err(e) = tokio::time::timeout(self.close_timeout, goodbye)
+        if let Err(e) = tokio::time::timeout(close_timeout, goodbye)
             .await
             .unwrap_or(Ok(()))
         {
@@ -344,7 +377,8 @@ where
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
             if self.proto.is_closed() && self.write_buf.is_empty() {
-                let _ = self.writer.shutdown().await;
+                // Bounded: a TLS shutdown writes close_notify, which waits while the peer does not read.
+                let _ = tokio::time::timeout(self.close_timeout, self.writer.shutdown()).await;
                 return match self.shared.error.get() {
                     Some(e) => Err(e.clone()),
                     None => Ok(()),
@@ -367,11 +401,10 @@ where
                     sleep.as_mut().reset(d);
                 }
             }
-            let backlog = self.write_buf.len() + self.proto.transmit().len();
-            let take_commands = !self.commands_closed && backlog < MAX_PENDING_WRITE;
+            let take_commands = !self.commands_closed
+                && self.write_buf.len() + self.proto.transmit().len() < MAX_PENDING_WRITE;
             let parked = self.parked.is_some();
-            // Reads stop for a consumer queue that is full, or for a peer that does not read.
-            let paused = parked || backlog >= MAX_PENDING_ANSWERS;
+            let paused = parked;
             tokio::select! {
                 biased;
                 res = write_or_flush(&mut self.writer, &self.write_buf), if !self.write_buf.is_empty() || self.needs_flush => {
@@ -379,6 +412,7 @@ where
                         Some(0) => return Err(Error::io(std::io::ErrorKind::WriteZero.into())),
                         Some(n) => {
                             self.write_buf.advance(n);
+                            self.unwritten_answers = self.unwritten_answers.saturating_sub(n);
                             self.needs_flush = true;
                             self.proto.on_transmit(std::time::Instant::now());
                         }
@@ -403,11 +437,13 @@ where
                         Read::Buffer { limited: true, .. } => {}
                         Read::Buffer { n, filled, .. } => self.adapt_read_chunk(n, filled),
                     }
+                    let queued = self.proto.transmit().len();
                     // Before this read's deliveries: the acks the consumers made since the last one.
                     self.sweep_acks(Sweep::AtRead);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
                     self.dispatch_events()?;
                     result.map_err(|e| self.connection_error(e))?;
+                    self.count_answers(queued)?;
                 }
                 room = room_for(&self.parked), if parked => {
                     let Parked { queue, delivery } = self.parked.take().expect("parked");
