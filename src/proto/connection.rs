@@ -706,7 +706,20 @@ impl Connection {
                 .response(&self.params.username, &self.params.password),
             locale: short(&self.params.locale),
         };
-        self.queue_method(0, &start_ok.into());
+        // spec (frame-min-size): before connection.tune, a peer need accept no frame over 4096 octets
+        // (RabbitMQ resets the socket for one).
+        let method = Method::from(start_ok);
+        let mut frame = bytes::BytesMut::new();
+        frame::encode_method(&mut frame, 0, &method);
+        if frame.len() > spec::FRAME_MIN_SIZE as usize {
+            return Err(ConnectionError::Handshake(format!(
+                "connection.start-ok would be a {}-byte frame, over the {} bytes a broker must accept \
+                 before tuning: shorten the connection name or the credentials",
+                frame.len(),
+                spec::FRAME_MIN_SIZE
+            )));
+        }
+        self.out.tail().extend_from_slice(&frame);
         self.state = State::AwaitTune;
         self.server_properties = start.server_properties;
         Ok(())

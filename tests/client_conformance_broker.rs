@@ -1,0 +1,267 @@
+//! Protocol conformance against the real broker at `AMQP_URL`: the bugs of `tests/client_conformance.rs`
+//! that reproduce with RabbitMQ, and the pre-tune frame limit.
+
+mod support;
+
+use coney::{
+    options::{BasicPublishOptions, QueueDeclareOptions},
+    BasicProperties, Connection, Error, FieldTable,
+};
+
+/// A soft error that closes one channel must not close the connection. Here the broker's channel.close
+/// (404, a publish to a missing exchange) arrives in the same read as the reply to the RPC before it;
+/// the driver used to send the channel's next queued RPC after its close-ok, on a channel RabbitMQ has
+/// released, and RabbitMQ closed the whole connection with 504 ("expected 'channel.open'").
+#[tokio::test]
+async fn a_channel_error_racing_an_rpc_reply_does_not_close_the_connection() {
+    support::with_timeout(async {
+        let conn = Connection::connect(&support::url()).await.expect("connect");
+        for attempt in 0..200 {
+            let ch = conn.open_channel().await.unwrap_or_else(|e| {
+                panic!(
+                    "attempt {attempt}: the connection died: {e:?} ({:?})",
+                    conn.close_reason()
+                )
+            });
+            let options = QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            };
+            let first = ch.queue_declare("", options, FieldTable::new());
+            let publish = ch.basic_publish(
+                "coney-conformance-missing-exchange",
+                "rk",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "x",
+            );
+            let second = ch.queue_declare("", options, FieldTable::new());
+            let (first, _published, second) = tokio::join!(first, publish, second);
+            assert!(first.is_ok(), "attempt {attempt}: {first:?}");
+            match second {
+                Err(Error::ChannelClosed(r)) if r.code == coney::spec::ReplyCode::NOT_FOUND => {}
+                other => panic!("attempt {attempt}: second declare: {:?}", other.map(drop)),
+            }
+            // Let a 504 from the broker arrive, if one comes.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(
+                conn.is_open(),
+                "attempt {attempt}: connection closed: {:?}",
+                conn.close_reason()
+            );
+        }
+        conn.close().await.expect("close");
+    })
+    .await;
+}
+
+/// A consumer without basic.qos on a queue holding more than 256 messages fills its buffer at once;
+/// closing the connection while the consumer is still held (not dropped first) used to wait out
+/// close_timeout and fail, because the driver had stopped reading and never saw the close-ok.
+#[tokio::test]
+async fn closing_a_connection_with_an_undrained_consumer_completes() {
+    support::with_timeout(async {
+        let config = support::config().with_close_timeout(std::time::Duration::from_secs(2));
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open");
+        let queue = support::unique("conformance-undrained");
+        let options = QueueDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.queue_declare(&queue, options, FieldTable::new())
+            .await
+            .expect("declare");
+        for _ in 0..1000 {
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    "m",
+                )
+                .await
+                .expect("publish");
+            drop(confirm);
+        }
+        let mut consumer = ch
+            .basic_consume(&queue, "", Default::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let first = consumer.next().await.expect("a delivery").expect("ok");
+        first.ack().await.expect("ack");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let closed = conn.close().await;
+        let took = started.elapsed();
+        drop(consumer);
+        assert!(closed.is_ok(), "close: {closed:?} after {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "close took {took:?}, not waiting out close_timeout"
+        );
+    })
+    .await;
+}
+
+/// Publishes one message with raw frames (coney's API only takes UTF-8 routing keys): PLAIN guest/guest on
+/// vhost "/", channel 1, `exchange` and the routing key `routing_key` as given, body "x".
+async fn raw_publish(exchange: &str, routing_key: &[u8]) {
+    use bytes::BytesMut;
+    use coney::{
+        codec::{LongStr, ShortStr},
+        frame::{
+            encode_body, encode_content_header, encode_method, ContentHeader, Frame, FrameDecoder,
+        },
+        spec::{self, channel, connection, Method},
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect("127.0.0.1:5672")
+        .await
+        .expect("tcp");
+    sock.write_all(&spec::PROTOCOL_HEADER).await.unwrap();
+    let decoder = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut out = BytesMut::new();
+    loop {
+        let frame = loop {
+            if let Some(f) = decoder.decode(&mut buf).expect("frame") {
+                break f;
+            }
+            assert!(sock.read_buf(&mut buf).await.unwrap() > 0, "EOF");
+        };
+        let Frame::Method { method, .. } = frame else {
+            continue;
+        };
+        match method {
+            Method::ConnectionStart(_) => encode_method(
+                &mut out,
+                0,
+                &connection::StartOk {
+                    client_properties: Default::default(),
+                    mechanism: ShortStr::from("PLAIN"),
+                    response: LongStr::from(b"\0guest\0guest".to_vec()),
+                    locale: ShortStr::from("en_US"),
+                }
+                .into(),
+            ),
+            Method::ConnectionTune(t) => {
+                encode_method(
+                    &mut out,
+                    0,
+                    &connection::TuneOk {
+                        channel_max: t.channel_max,
+                        frame_max: t.frame_max,
+                        heartbeat: 0,
+                    }
+                    .into(),
+                );
+                encode_method(
+                    &mut out,
+                    0,
+                    &connection::Open {
+                        virtual_host: ShortStr::from("/"),
+                    }
+                    .into(),
+                );
+            }
+            Method::ConnectionOpenOk(_) => encode_method(&mut out, 1, &channel::Open.into()),
+            Method::ChannelOpenOk(_) => {
+                let mut payload = vec![0, 60, 0, 40, 0, 0];
+                payload.push(exchange.len() as u8);
+                payload.extend_from_slice(exchange.as_bytes());
+                payload.push(routing_key.len() as u8);
+                payload.extend_from_slice(routing_key);
+                payload.push(0);
+                out.extend_from_slice(&[spec::FRAME_METHOD, 0, 1]);
+                out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+                out.extend_from_slice(&payload);
+                out.extend_from_slice(&[spec::FRAME_END]);
+                encode_content_header(
+                    &mut out,
+                    1,
+                    &ContentHeader {
+                        class_id: 60,
+                        body_size: 1,
+                        properties: Default::default(),
+                    },
+                );
+                encode_body(&mut out, 1, b"x");
+                encode_method(
+                    &mut out,
+                    0,
+                    &connection::Close {
+                        reply_code: spec::ReplyCode::REPLY_SUCCESS,
+                        reply_text: ShortStr::from("bye"),
+                        class_id: 0,
+                        method_id: 0,
+                    }
+                    .into(),
+                );
+            }
+            Method::ConnectionCloseOk(_) => return,
+            other => panic!("raw publisher: unexpected {other:?}"),
+        }
+        sock.write_all(&out.split()).await.unwrap();
+    }
+}
+
+/// The same with RabbitMQ: it routes a message whose routing key is not UTF-8 (published here with raw
+/// frames to a fanout exchange); a coney consumer of the bound queue used to lose its whole connection
+/// (502) instead of receiving it.
+#[tokio::test]
+async fn a_non_utf8_routing_key_from_another_client_does_not_kill_the_consumers_connection() {
+    support::with_timeout(async {
+        let conn = Connection::connect(&support::url()).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open");
+        let exchange = support::unique("conformance-fanout");
+        let queue = support::unique("conformance-non-utf8");
+        let auto_delete = coney::options::ExchangeDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(&exchange, "fanout", auto_delete, FieldTable::new())
+            .await
+            .expect("exchange");
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(&queue, options, FieldTable::new())
+            .await
+            .expect("queue");
+        ch.queue_bind(&queue, &exchange, "", Default::default(), FieldTable::new())
+            .await
+            .expect("bind");
+        let mut consumer = ch
+            .basic_consume(&queue, "", Default::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        raw_publish(&exchange, b"k\xff\xfe").await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
+        let reason = conn.close_reason();
+        assert!(
+            matches!(got, Ok(Some(Ok(_)))),
+            "the consumer got {got:?}; connection: {reason:?}"
+        );
+    })
+    .await;
+}
+
+/// spec (frame-min-size): until frame-max is negotiated, frames larger than 4096 octets may be refused.
+/// A connection name of a few KiB makes connection.start-ok larger than that; RabbitMQ drops the
+/// connection, and the client used to report a bare `Io(ConnectionReset)` after 3 s. It now refuses
+/// before sending, with a handshake error that names the limit.
+#[tokio::test]
+async fn a_long_connection_name_is_refused_or_fits_the_pre_tune_frame_limit() {
+    support::with_timeout(async {
+        let config = support::config().with_connection_name("n".repeat(5000));
+        match Connection::connect_with(config).await {
+            Ok(conn) => conn.close().await.expect("close"),
+            Err(Error::Handshake(text)) if text.contains("4096") => {}
+            Err(e) => panic!("connect with a 5000-byte connection name: {e:?}"),
+        }
+    })
+    .await;
+}
