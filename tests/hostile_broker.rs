@@ -592,8 +592,8 @@ const VIOLATIONS: &[(&str, Hostile, ReplyCode)] = &[
     ("unknown class id", unknown_class, COMMAND_INVALID),
     ("unknown method id", unknown_method, COMMAND_INVALID),
     ("client-only method", client_only_method, COMMAND_INVALID),
-    ("header on channel 0", header_on_channel_zero, CHANNEL_ERROR),
-    ("body on channel 0", body_on_channel_zero, CHANNEL_ERROR),
+    ("header on channel 0", header_on_channel_zero, UNEXPECTED_FRAME),
+    ("body on channel 0", body_on_channel_zero, UNEXPECTED_FRAME),
     (
         "delivery on an unknown channel",
         delivery_on_unknown_channel,
@@ -705,8 +705,8 @@ violation_tests! {
     unknown_class_id: unknown_class => COMMAND_INVALID;
     unknown_method_id: unknown_method => COMMAND_INVALID;
     method_the_server_never_sends: client_only_method => COMMAND_INVALID;
-    content_header_on_channel_zero: header_on_channel_zero => CHANNEL_ERROR;
-    content_body_on_channel_zero: body_on_channel_zero => CHANNEL_ERROR;
+    content_header_on_channel_zero: header_on_channel_zero => UNEXPECTED_FRAME;
+    content_body_on_channel_zero: body_on_channel_zero => UNEXPECTED_FRAME;
     delivery_for_unknown_channel: delivery_on_unknown_channel => CHANNEL_ERROR;
     header_frame_without_method: header_without_method => UNEXPECTED_FRAME;
     body_frame_without_method: body_without_method => UNEXPECTED_FRAME;

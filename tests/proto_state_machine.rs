@@ -1140,13 +1140,13 @@ fn method_while_content_expected_is_a_505_violation() {
 }
 
 #[test]
-fn content_on_channel_0_is_a_504_violation() {
+fn content_on_channel_0_is_a_505_violation() {
     for frame in [header_frame(0, 3), body_frame(0, b"abc")] {
         let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
         let err = s.send_frames(&[frame]).unwrap_err();
-        assert_violation(&err, ReplyCode::CHANNEL_ERROR);
-        assert_eq!(ReplyCode::CHANNEL_ERROR.code(), 504);
-        assert_connection_close_sent(&mut s, ReplyCode::CHANNEL_ERROR);
+        assert_violation(&err, ReplyCode::UNEXPECTED_FRAME);
+        assert_eq!(ReplyCode::UNEXPECTED_FRAME.code(), 505);
+        assert_connection_close_sent(&mut s, ReplyCode::UNEXPECTED_FRAME);
     }
 }
 

@@ -271,8 +271,10 @@ where
             Err(e) => e,
         };
         debug!(error = %error, "connection ended");
+        // The waiters first: the goodbye can take up to close_timeout (waiting for the broker's
+        // close-ok after a violation), and nothing it can bring changes their outcome.
+        self.fail_all(error.clone()).await;
         self.finish(&error).await;
-        self.fail_all(error).await;
     }
 
     /// Counts what a read made the driver queue (the state machine's transmit buffer had `queued` bytes

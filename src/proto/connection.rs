@@ -616,9 +616,11 @@ impl Connection {
             Frame::Heartbeat => Ok(()),
             Frame::Method { channel: 0, method } => self.handle_connection_method(method),
             Frame::Method { channel, method } => self.handle_channel_method(channel, method),
-            // spec (4.2.3): channel 0 is for connection methods and heartbeats only.
+            // spec (4.2.3): channel 0 is for connection methods and heartbeats only. The spec names no
+            // code for content there; RabbitMQ (rabbit_reader) and the Java client treat it as an
+            // unexpected frame (505).
             Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
-                Err(self.violation(ReplyCode::CHANNEL_ERROR, "content frame on channel 0"))
+                Err(self.violation(ReplyCode::UNEXPECTED_FRAME, "content frame on channel 0"))
             }
             Frame::Header { channel, header } => self.handle_header(channel, header),
             Frame::Body { channel, payload } => self.handle_body(channel, payload),
