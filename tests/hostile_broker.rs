@@ -592,7 +592,11 @@ const VIOLATIONS: &[(&str, Hostile, ReplyCode)] = &[
     ("unknown class id", unknown_class, COMMAND_INVALID),
     ("unknown method id", unknown_method, COMMAND_INVALID),
     ("client-only method", client_only_method, COMMAND_INVALID),
-    ("header on channel 0", header_on_channel_zero, UNEXPECTED_FRAME),
+    (
+        "header on channel 0",
+        header_on_channel_zero,
+        UNEXPECTED_FRAME,
+    ),
     ("body on channel 0", body_on_channel_zero, UNEXPECTED_FRAME),
     (
         "delivery on an unknown channel",
