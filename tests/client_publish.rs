@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use coney::{
-    options::{BasicConsumeOptions, BasicPublishOptions},
+    options::{BasicConsumeOptions, BasicPublishOptions, BindOptions},
     BasicProperties, Channel, Confirmation, Consumer, Error, FieldTable, ReplyCode, ShortStr,
 };
 use support::*;
@@ -643,6 +643,76 @@ async fn returns_in_a_burst_resolve_the_publishes_they_belong_to() {
         }
         assert_eq!(wait_for_count(&conn, &q, routed_count).await, routed_count);
         conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// A headers exchange routes on the message's headers, not its routing key: here mandatory publishes
+/// with the same exchange, key and body size alternate between routed and unroutable. (Found by a
+/// review: matched on exchange, key and body size alone, each return went to the routed publish before
+/// its own, which was reported `Returned` with the other's body, and the unroutable one `Ack`. The
+/// properties, which the return repeats, now decide.)
+#[tokio::test]
+async fn returns_from_a_headers_exchange_resolve_the_right_publishes() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("returns-headers");
+        declare_exclusive(&ch, &q).await;
+        ch.queue_bind(
+            &q,
+            "amq.headers",
+            "",
+            BindOptions::default(),
+            FieldTable::new()
+                .with("x-match", "all")
+                .with("kind", "routed"),
+        )
+        .await
+        .expect("bind");
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let mut confirms = Vec::new();
+        for round in 0..10 {
+            for kind in ["routed", "nowhere"] {
+                // Same length for every body: "r-00", "n-00", ...
+                let body = format!("{}-{round:02}", &kind[..1]);
+                let confirm = ch
+                    .basic_publish(
+                        "amq.headers",
+                        "",
+                        mandatory,
+                        BasicProperties::default()
+                            .with_headers(FieldTable::new().with("kind", kind)),
+                        body.clone(),
+                    )
+                    .await
+                    .expect("publish");
+                confirms.push((kind, body, confirm));
+            }
+        }
+        let mut wrong = Vec::new();
+        for (kind, body, confirm) in confirms {
+            let outcome = match confirm.await.expect("settled") {
+                Confirmation::Ack => "Ack".to_string(),
+                Confirmation::Returned(r) => {
+                    format!("Returned({})", String::from_utf8_lossy(&r.body))
+                }
+                other => format!("{other:?}"),
+            };
+            let expected = if kind == "routed" {
+                "Ack".to_string()
+            } else {
+                format!("Returned({body})")
+            };
+            if outcome != expected {
+                wrong.push(format!("{body}: {outcome}, expected {expected}"));
+            }
+        }
+        conn.close().await.expect("close");
+        assert!(wrong.is_empty(), "{} of 20 wrong: {wrong:#?}", wrong.len());
     })
     .await
 }

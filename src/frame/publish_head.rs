@@ -125,10 +125,14 @@ impl PublishHead {
         let header_at = at + 2;
         let size_at = header_at + 7 + 4;
         let body_size = u64::from_be_bytes(bytes.get(size_at..size_at + 8)?.try_into().ok()?);
+        // The property flags and list fill the rest of the header frame's payload.
+        let payload = u32::from_be_bytes(bytes.get(header_at + 3..header_at + 7)?.try_into().ok()?);
+        let properties = bytes.get(size_at + 8..header_at + 7 + usize::try_from(payload).ok()?)?;
         Some(Returnable {
             exchange,
             routing_key,
             body_size,
+            properties,
         })
     }
 }
@@ -142,6 +146,8 @@ pub struct Returnable<'a> {
     pub routing_key: &'a [u8],
     /// The size of its body.
     pub body_size: u64,
+    /// Its encoded property flags and list.
+    pub properties: &'a [u8],
 }
 
 impl std::fmt::Debug for PublishHead {

@@ -7,7 +7,7 @@ use crate::{
     codec::strategies::check,
     frame::{
         encode_body, encode_content_header, encode_method, ContentHeader, Frame, FrameDecoder,
-        HeaderTooLarge, PublishHead, Returnable, FRAME_OVERHEAD,
+        HeaderTooLarge, PropertyList, PublishHead, Returnable, FRAME_OVERHEAD,
     },
     spec::{
         basic,
@@ -91,10 +91,12 @@ fn publish_heads_are_the_method_and_header_frames() {
             prop_assert_eq!(head.as_bytes(), &expected[..]);
             prop_assert_eq!(head.is_inline(), expected.len() <= PublishHead::INLINE);
             // What a basic.return is matched on reads back from the frames.
+            let list = PropertyList::encode(&properties);
             let returnable = (publish.mandatory || publish.immediate).then(|| Returnable {
                 exchange: publish.exchange.as_bytes(),
                 routing_key: publish.routing_key.as_bytes(),
                 body_size,
+                properties: list.as_bytes(),
             });
             prop_assert_eq!(head.returnable(), returnable);
             Ok(())

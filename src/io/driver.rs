@@ -1365,6 +1365,7 @@ where
                     message.exchange.as_bytes(),
                     message.routing_key.as_bytes(),
                     header.body_size,
+                    header.properties.as_bytes(),
                 );
                 match slot.confirms.as_mut().and_then(|t| t.match_return(key)) {
                     // Resolves the publish's confirm when the broker acks it, right after.
@@ -1594,7 +1595,7 @@ fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
 /// What a basic.return for this publish would be matched on; [`ReturnKey::NONE`] if it cannot be returned.
 fn return_key(head: &PublishHead) -> ReturnKey {
     match head.returnable() {
-        Some(r) => ReturnKey::of(r.exchange, r.routing_key, r.body_size),
+        Some(r) => ReturnKey::of(r.exchange, r.routing_key, r.body_size, r.properties),
         None => ReturnKey::NONE,
     }
 }

@@ -23,9 +23,12 @@ use std::{
 /// coalesced (one `multiple` ack, or several acks, for everything confirmed since its last flush), so
 /// several returns can arrive before the acks that cover them, and a `multiple` ack can cover returned
 /// and routed publishes alike. [`ConfirmTracker::match_return`] therefore matches each return to the
-/// earliest outstanding publish after the last matched one with the same [`ReturnKey`] (exchange,
-/// routing key, body size). That is exact unless two publishes with the same key are routed differently
-/// while both are unconfirmed (a binding added or removed between them).
+/// earliest outstanding publish after the last matched one with the same [`ReturnKey`]: the exchange,
+/// routing key and body size, and then the encoded properties, which the return repeats too (a headers
+/// exchange, or `CC`/`BCC` headers, route the same exchange and key differently by the headers). That is
+/// exact unless two publishes with the same key and properties are routed differently while both are
+/// unconfirmed (a binding added or removed between them). A broker that re-encoded the properties would
+/// leave the first publish with the same exchange, key and body size as the match.
 #[derive(Debug)]
 pub struct ConfirmTracker<W> {
     next_seq: u64,
@@ -42,26 +45,38 @@ struct Outstanding<W> {
     waiter: Option<W>,
 }
 
-/// What a basic.return is matched on: a hash of the exchange, the routing key and the body size, which
-/// the return repeats. [`ReturnKey::NONE`] for a publish the broker never returns (neither `mandatory`
-/// nor `immediate`).
+/// What a basic.return is matched on: hashes of what the return repeats of its publish, the route
+/// (exchange, routing key, body size) and the encoded properties. [`ReturnKey::NONE`] for a publish the
+/// broker never returns (neither `mandatory` nor `immediate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReturnKey(u64);
+pub struct ReturnKey {
+    route: u64,
+    properties: u64,
+}
 
 impl ReturnKey {
     /// The key of a publish that cannot be returned; no return matches it.
-    pub const NONE: ReturnKey = ReturnKey(0);
+    pub const NONE: ReturnKey = ReturnKey {
+        route: 0,
+        properties: 0,
+    };
 
-    /// The key of a returnable publish, or of a return, with these fields.
-    pub fn of(exchange: &[u8], routing_key: &[u8], body_size: u64) -> ReturnKey {
-        let mut hasher = DefaultHasher::new();
-        hasher.write_usize(exchange.len());
-        hasher.write(exchange);
-        hasher.write_usize(routing_key.len());
-        hasher.write(routing_key);
-        hasher.write_u64(body_size);
+    /// The key of a returnable publish, or of a return, with these fields (`properties`: the encoded
+    /// property flags and list).
+    pub fn of(exchange: &[u8], routing_key: &[u8], body_size: u64, properties: &[u8]) -> ReturnKey {
+        let mut route = DefaultHasher::new();
+        route.write_usize(exchange.len());
+        route.write(exchange);
+        route.write_usize(routing_key.len());
+        route.write(routing_key);
+        route.write_u64(body_size);
+        let mut props = DefaultHasher::new();
+        props.write(properties);
         // Never NONE.
-        ReturnKey(hasher.finish() | 1)
+        ReturnKey {
+            route: route.finish() | 1,
+            properties: props.finish(),
+        }
     }
 }
 
@@ -142,7 +157,20 @@ impl<W> ConfirmTracker<W> {
         let from = self
             .pending
             .partition_point(|o| o.seq <= self.last_returned);
-        let seq = self.pending.range(from..).find(|o| o.key == key)?.seq;
+        let mut same_route = None;
+        let mut same_key = None;
+        for o in self
+            .pending
+            .range(from..)
+            .filter(|o| o.key.route == key.route)
+        {
+            if o.key == key {
+                same_key = Some(o.seq);
+                break;
+            }
+            same_route.get_or_insert(o.seq);
+        }
+        let seq = same_key.or(same_route)?;
         self.last_returned = seq;
         Some(seq)
     }
@@ -180,7 +208,11 @@ mod tests {
     use super::*;
 
     fn key(rk: &str) -> ReturnKey {
-        ReturnKey::of(b"amq.direct", rk.as_bytes(), 5)
+        ReturnKey::of(b"amq.direct", rk.as_bytes(), 5, b"")
+    }
+
+    fn headers(kind: &str) -> ReturnKey {
+        ReturnKey::of(b"amq.headers", b"", 5, kind.as_bytes())
     }
 
     #[test]
@@ -260,17 +292,36 @@ mod tests {
     }
 
     #[test]
+    fn returns_on_one_route_match_by_their_properties_first() {
+        let mut t = ConfirmTracker::new();
+        // A headers exchange: the same exchange, key and size; the headers decide.
+        t.publish(1, headers("routed"));
+        t.publish(2, headers("nowhere"));
+        t.publish(3, headers("routed"));
+        t.publish(4, headers("nowhere"));
+        assert_eq!(t.match_return(headers("nowhere")), Some(2), "not 1");
+        assert_eq!(t.match_return(headers("nowhere")), Some(4), "not 3");
+        // Properties matching nothing (a broker that re-encoded them): the first on the route.
+        let mut t = ConfirmTracker::new();
+        t.publish(1, headers("routed"));
+        t.publish(2, headers("nowhere"));
+        assert_eq!(t.match_return(headers("re-encoded")), Some(1));
+        assert_eq!(t.match_return(headers("nowhere")), Some(2));
+    }
+
+    #[test]
     fn keys_differ_by_each_field() {
-        let base = ReturnKey::of(b"x", b"rk", 5);
-        assert_eq!(base, ReturnKey::of(b"x", b"rk", 5));
-        assert_ne!(base, ReturnKey::of(b"y", b"rk", 5));
-        assert_ne!(base, ReturnKey::of(b"x", b"rj", 5));
-        assert_ne!(base, ReturnKey::of(b"x", b"rk", 6));
+        let base = ReturnKey::of(b"x", b"rk", 5, b"p");
+        assert_eq!(base, ReturnKey::of(b"x", b"rk", 5, b"p"));
+        assert_ne!(base, ReturnKey::of(b"y", b"rk", 5, b"p"));
+        assert_ne!(base, ReturnKey::of(b"x", b"rj", 5, b"p"));
+        assert_ne!(base, ReturnKey::of(b"x", b"rk", 6, b"p"));
+        assert_ne!(base, ReturnKey::of(b"x", b"rk", 5, b"q"));
         assert_ne!(
-            ReturnKey::of(b"ab", b"c", 0),
-            ReturnKey::of(b"a", b"bc", 0),
+            ReturnKey::of(b"ab", b"c", 0, b""),
+            ReturnKey::of(b"a", b"bc", 0, b""),
             "the boundary between the names counts"
         );
-        assert_ne!(ReturnKey::of(b"", b"", 0), ReturnKey::NONE);
+        assert_ne!(ReturnKey::of(b"", b"", 0, b""), ReturnKey::NONE);
     }
 }
