@@ -101,7 +101,8 @@ pub struct ConnectionConfig {
     /// Default 30 s.
     pub rpc_timeout: Duration,
     /// Time allowed for `connection.close` to be answered before the socket is dropped, and for a
-    /// channel's close in all. Default 5 s.
+    /// channel's close: up to this for room in the command queue, then this from sending
+    /// channel.close to its close-ok. Default 5 s.
     pub close_timeout: Duration,
     /// SASL mechanism used to authenticate. Default [`AuthMechanism::Plain`].
     pub auth_mechanism: AuthMechanism,

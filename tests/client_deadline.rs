@@ -215,3 +215,73 @@ async fn a_channel_close_never_answered_ends_the_channel_for_its_handles() {
     };
     scenario(Duration::from_secs(60), server, client).await;
 }
+
+/// The client closes a channel itself with 311 when a delivery is over `max_message_size`. Its
+/// handles are done with it at once (found by a review: with no close-ok from the broker, its confirms
+/// and consumers waited as long as the connection lived, and `is_open` stayed true), and the wait for
+/// the close-ok is bounded like that of a close the driver sends.
+#[tokio::test]
+async fn a_channel_the_client_closes_for_an_oversized_message_ends_for_its_handles() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config().with_max_message_size(1024);
+    let (done_tx, done_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        match peer.expect_method().await {
+            (c, coney::spec::Method::ConfirmSelect(_)) if c == ch => {
+                peer.send_method(ch, coney::spec::confirm::SelectOk).await
+            }
+            other => panic!("fake broker: expected confirm.select, got {other:?}"),
+        }
+        let tag = peer.answer_consume(ch).await;
+        peer.expect_publish(ch).await;
+        // A delivery of 1 MB, over the client's limit of 1024 bytes.
+        peer.send_method(ch, fake_broker::deliver(&tag, 1)).await;
+        peer.send_header(ch, 1_000_000).await;
+        peer.expect_channel_close(ch, coney::ReplyCode::CONTENT_TOO_LARGE)
+            .await;
+        // No close-ok, no ack; keeps reading.
+        tokio::select! {
+            _ = peer.closed_within(Duration::from_secs(30)) => {}
+            _ = done_rx => {}
+        }
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        ch.confirm_select().await.expect("confirm.select");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let confirm = ch
+            .basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                "m",
+            )
+            .await
+            .expect("publish");
+        let ended = tokio::time::timeout(Duration::from_secs(2), consumer.next())
+            .await
+            .expect("the consumer ends with the channel");
+        let code = |e: &Error| e.reply_code().map(|c| c.code());
+        assert!(
+            matches!(&ended, Some(Err(e)) if code(e) == Some(311)),
+            "{ended:?}"
+        );
+        let settled = tokio::time::timeout(Duration::from_secs(1), confirm)
+            .await
+            .expect("the confirm ends with the channel");
+        assert!(
+            matches!(&settled, Err(e) if code(e) == Some(311)),
+            "{settled:?}"
+        );
+        assert!(!ch.is_open());
+        let _ = done_tx.send(());
+        let _ = conn.close().await;
+    };
+    scenario(Duration::from_secs(60), server, client).await;
+}

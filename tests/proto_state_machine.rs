@@ -302,6 +302,28 @@ fn handshake_fails_on_mechanism_prefix_match() {
     assert!(matches!(err, ConnectionError::Handshake(_)), "{err:?}");
 }
 
+/// spec (frame-min-size): before tuning, a peer need accept no frame over 4096 octets (RabbitMQ resets
+/// the socket). A start-ok over it (a long connection name, or a long token as the password) is refused
+/// with an error naming the limit, and nothing is sent.
+#[test]
+fn a_start_ok_over_the_pre_tune_frame_limit_is_refused() {
+    let mut p = params(NO_PREFS);
+    p.connection_name = Some("n".repeat(5000));
+    let mut s = Script::new(p);
+    s.take_protocol_header();
+    let err = s.send(0, start("PLAIN AMQPLAIN", 0, 9)).unwrap_err();
+    let ConnectionError::Handshake(text) = &err else {
+        panic!("expected a handshake error, got {err:?}");
+    };
+    assert!(text.contains("4096"), "{text}");
+    assert!(s.received().is_empty(), "nothing is sent");
+    // One that fits goes out.
+    let mut s = Script::new(params(NO_PREFS));
+    s.take_protocol_header();
+    s.send(0, start("PLAIN AMQPLAIN", 0, 9)).unwrap();
+    assert_eq!(s.received().len(), 1, "start-ok");
+}
+
 #[test]
 fn handshake_fails_on_version_0_8() {
     let mut s = Script::new(params(NO_PREFS));
@@ -1016,6 +1038,16 @@ fn body_larger_than_max_message_size_closes_the_channel_with_311() {
     assert_eq!(close.reply_code.code(), 311);
     assert!(s.conn.is_open());
     assert!(!s.conn.channel_is_usable(1));
+    // The driver hears of the close at once, to end the channel's handles and time its close-ok.
+    let events = s.events();
+    let [Event::ChannelClosing {
+        channel: 1,
+        cause: ChannelCloseCause::Client { code, .. },
+    }] = &events[..]
+    else {
+        panic!("expected channel 1 closing, got {events:?}");
+    };
+    assert_eq!(*code, ReplyCode::CONTENT_TOO_LARGE);
 
     // The rest of the oversized body is discarded, not buffered and not an error.
     for _ in 0..4 {

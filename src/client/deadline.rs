@@ -11,8 +11,9 @@ use crate::Error;
 /// An operation can wait more than once: a publish for the broker to allow publishing, for a slot in the
 /// confirm window and for room in the command queue; a synchronous method for room (twice, when acks
 /// must go ahead of it) and then for its reply. Each wait is bounded by the same deadline, so the
-/// operation as a whole ends within its timeout (`rpc_timeout`, or `close_timeout` for a channel's
-/// close), not within a multiple of it.
+/// operation as a whole ends within its `rpc_timeout`, not within a multiple of it. (A channel's close
+/// is the exception: its wait for room takes one `close_timeout`, and the driver times the close-ok
+/// from when it sends channel.close.)
 ///
 /// A wait that runs out reports [`Error::Timeout`] with its own `what` and the operation's whole
 /// timeout as `after`.

@@ -341,7 +341,7 @@ fn short_strings_that_are_not_utf8_decode_lossily() {
     assert_eq!(s.as_str(), "k\u{FFFD}\u{FFFD}");
     // 255 invalid bytes would be 765 bytes of U+FFFD: cut at 255, on a character boundary.
     let mut wire = vec![255u8];
-    wire.extend(std::iter::repeat_n(0xffu8, 255));
+    wire.extend(std::iter::repeat(0xffu8).take(255));
     let (_, s) = decode::short_str(&wire).unwrap();
     assert_eq!(s.as_str(), "\u{FFFD}".repeat(85));
     // The shared-buffer decoder agrees, and a valid string still shares the buffer.

@@ -1090,6 +1090,7 @@ where
                 self.shared.blocked.send_replace(None);
             }
             Event::ChannelClosed { channel, cause } => self.channel_closed(channel, cause),
+            Event::ChannelClosing { channel, cause } => self.channel_closing(channel, cause),
             Event::Method { channel, method } => self.handle_method(channel, method)?,
             Event::Content { channel, content } => self.handle_content(channel, content)?,
         }
@@ -1101,26 +1102,10 @@ where
         let Some(mut slot) = self.channels.remove(channel) else {
             return;
         };
-        let error = match cause {
-            ChannelCloseCause::Server(close) => {
-                let reason = CloseReason::from(close);
-                warn!(channel, %reason, "channel closed by broker");
-                Error::ChannelClosed(reason)
-            }
-            ChannelCloseCause::Client { code, text } if code == ReplyCode::REPLY_SUCCESS => {
-                debug!(channel, %text, "channel closed");
-                Error::ClosedByClient("channel")
-            }
-            ChannelCloseCause::Client { code, text } => {
-                warn!(channel, %code, %text, "channel closed by client after an error");
-                Error::ChannelClosed(CloseReason {
-                    code,
-                    text,
-                    class_id: 0,
-                    method_id: 0,
-                })
-            }
-        };
+        let generation = slot.shared.generation;
+        self.channel_close_deadlines
+            .retain(|&(_, c, g)| (c, g) != (channel, generation));
+        let error = close_error(channel, cause);
         slot.shared.close(error.clone());
         for w in slot.close_waiters.drain(..) {
             let _ = w.send(Ok(()));
@@ -1128,7 +1113,24 @@ where
         fail_slot(&mut slot, &error);
         // Commands queued before the handles saw the close fail with its cause, not a generic one.
         self.closed_channels
-            .insert(channel, (slot.shared.generation, slot.shared.error()));
+            .insert(channel, (generation, slot.shared.error()));
+    }
+
+    /// The state machine closed a channel itself (311): its handles are done with it at once, and its
+    /// close-ok is awaited as for the closes the driver sends.
+    fn channel_closing(&mut self, channel: u16, cause: ChannelCloseCause) {
+        let error = close_error(channel, cause);
+        let Some(slot) = self.channels.get_mut(channel) else {
+            return;
+        };
+        slot.shared.close(error.clone());
+        fail_slot(slot, &error);
+        let generation = slot.shared.generation;
+        self.channel_close_deadlines.push_back((
+            Instant::now() + self.close_timeout,
+            channel,
+            generation,
+        ));
     }
 
     fn handle_method(&mut self, channel: u16, method: Method) -> Result<(), Error> {
@@ -1590,8 +1592,30 @@ fn track_direct_settlement(acks: &mut AckCoalescer, method: &Method) {
     }
 }
 
-/// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
-/// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
+/// The error a channel's handles get for a close with `cause`.
+fn close_error(channel: u16, cause: ChannelCloseCause) -> Error {
+    match cause {
+        ChannelCloseCause::Server(close) => {
+            let reason = CloseReason::from(close);
+            warn!(channel, %reason, "channel closed by broker");
+            Error::ChannelClosed(reason)
+        }
+        ChannelCloseCause::Client { code, text } if code == ReplyCode::REPLY_SUCCESS => {
+            debug!(channel, %text, "channel closed");
+            Error::ClosedByClient("channel")
+        }
+        ChannelCloseCause::Client { code, text } => {
+            warn!(channel, %code, %text, "channel closed by client after an error");
+            Error::ChannelClosed(CloseReason {
+                code,
+                text,
+                class_id: 0,
+                method_id: 0,
+            })
+        }
+    }
+}
+
 /// What a basic.return for this publish would be matched on; [`ReturnKey::NONE`] if it cannot be returned.
 fn return_key(head: &PublishHead) -> ReturnKey {
     match head.returnable() {
@@ -1600,6 +1624,8 @@ fn return_key(head: &PublishHead) -> ReturnKey {
     }
 }
 
+/// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
+/// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
 fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
     let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match guard.as_ref() {

@@ -79,6 +79,15 @@ pub enum Event {
         /// Method, header and body.
         content: Content,
     },
+    /// The state machine closed a channel itself (311: a message over the client's limit), with this
+    /// cause: the channel's handles are done with it now, and its close-ok is awaited like that of a
+    /// close the driver sends. [`Event::ChannelClosed`] follows the close-ok.
+    ChannelClosing {
+        /// Channel.
+        channel: u16,
+        /// Why.
+        cause: ChannelCloseCause,
+    },
     /// A channel is closed and its id free.
     ChannelClosed {
         /// Channel.
@@ -947,11 +956,16 @@ impl Connection {
         match error {
             ContentError::TooLarge { declared, max } => {
                 // Our own limit, not a protocol violation: close only this channel (311 is a soft error).
-                self.close_channel(
+                let text =
+                    format!("message of {declared} bytes exceeds the client's limit of {max}");
+                self.close_channel(channel, ReplyCode::CONTENT_TOO_LARGE, &text);
+                self.events.push_back(Event::ChannelClosing {
                     channel,
-                    ReplyCode::CONTENT_TOO_LARGE,
-                    &format!("message of {declared} bytes exceeds the client's limit of {max}"),
-                );
+                    cause: ChannelCloseCause::Client {
+                        code: ReplyCode::CONTENT_TOO_LARGE,
+                        text,
+                    },
+                });
                 Ok(())
             }
             e => Err(self.violation(
