@@ -192,8 +192,9 @@ pub(crate) struct Driver<R, W> {
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     closing_deadline: Option<Instant>,
-    /// When each channel.close the client sent stops waiting for its close-ok (`close_timeout` after
-    /// it was sent), with the channel's id and incarnation; in that order, as every wait is as long.
+    /// When each channel.close the client sent (the driver's, or the state machine's 311) stops waiting
+    /// for its close-ok, `close_timeout` after it was sent, with the channel's id and incarnation; in
+    /// that order, as every wait is as long. An entry goes when its close-ok comes or its time is up.
     channel_close_deadlines: VecDeque<(Instant, u16, u64)>,
     /// What reads made the driver queue, less what it wrote since: see [`MAX_UNWRITTEN_ANSWERS`].
     unwritten_answers: usize,
@@ -405,8 +406,7 @@ where
             }
             let take_commands = !self.commands_closed
                 && self.write_buf.len() + self.proto.transmit().len() < MAX_PENDING_WRITE;
-            let parked = self.parked.is_some();
-            let paused = parked;
+            let paused = self.parked.is_some();
             tokio::select! {
                 biased;
                 res = write_or_flush(&mut self.writer, &self.write_buf), if !self.write_buf.is_empty() || self.needs_flush => {
@@ -447,8 +447,8 @@ where
                     result.map_err(|e| self.connection_error(e))?;
                     self.count_answers(queued)?;
                 }
-                room = room_for(&self.parked), if parked => {
-                    let Parked { queue, delivery } = self.parked.take().expect("parked");
+                room = room_for(&self.parked), if paused => {
+                    let Parked { queue, delivery } = self.parked.take().expect("paused means parked");
                     let acker = delivery.acker();
                     let acked = (!acker.no_ack())
                         .then(|| (acker.channel_id(), acker.generation(), delivery.delivery_tag()));
