@@ -13,7 +13,7 @@ use coney::{
     codec::{FieldTable, ShortStr},
     frame::Frame,
     options::{BasicConsumeOptions, BasicPublishOptions},
-    spec::{basic, channel, confirm, connection, Method, ReplyCode},
+    spec::{basic, channel, connection, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
 use fake_broker::{deliver, method_frame, raw_frame, scenario, FakeBroker, Peer};
@@ -56,12 +56,7 @@ async fn calls_queued_behind_a_server_channel_close_get_the_servers_reply_code()
     let (queued_tx, queued_rx) = oneshot::channel::<()>();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        match peer.expect_method().await {
-            (c, Method::ConfirmSelect(_)) if c == ch => {
-                peer.send_method(ch, confirm::SelectOk).await
-            }
-            other => panic!("expected confirm.select, got {other:?}"),
-        }
+        peer.answer_confirm_select(ch).await;
         queued_rx.await.expect("client queued its calls");
         // Not reading yet: the client's 32 MiB publish is stuck in its write buffer.
         peer.send_method(ch, precondition_failed()).await;

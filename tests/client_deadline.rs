@@ -156,12 +156,7 @@ async fn a_channel_close_never_answered_ends_the_channel_for_its_handles() {
     let close_timeout = config.close_timeout;
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        match peer.expect_method().await {
-            (c, coney::spec::Method::ConfirmSelect(_)) if c == ch => {
-                peer.send_method(ch, coney::spec::confirm::SelectOk).await
-            }
-            other => panic!("fake broker: expected confirm.select, got {other:?}"),
-        }
+        peer.answer_confirm_select(ch).await;
         let _tag = peer.answer_consume(ch).await;
         peer.expect_publish(ch).await;
         peer.expect_channel_close(ch, coney::ReplyCode::REPLY_SUCCESS)
@@ -227,12 +222,7 @@ async fn a_channel_the_client_closes_for_an_oversized_message_ends_for_its_handl
     let (done_tx, done_rx) = oneshot::channel::<()>();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        match peer.expect_method().await {
-            (c, coney::spec::Method::ConfirmSelect(_)) if c == ch => {
-                peer.send_method(ch, coney::spec::confirm::SelectOk).await
-            }
-            other => panic!("fake broker: expected confirm.select, got {other:?}"),
-        }
+        peer.answer_confirm_select(ch).await;
         let tag = peer.answer_consume(ch).await;
         peer.expect_publish(ch).await;
         // A delivery of 1 MB, over the client's limit of 1024 bytes.

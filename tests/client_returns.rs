@@ -13,10 +13,10 @@ use std::time::Duration;
 use coney::{
     codec::ShortStr,
     options::BasicPublishOptions,
-    spec::{basic, confirm, Method, ReplyCode},
+    spec::{basic, ReplyCode},
     BasicProperties, Channel, Confirmation, Connection,
 };
-use fake_broker::{scenario, FakeBroker, Peer};
+use fake_broker::{scenario, FakeBroker};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -24,13 +24,6 @@ fn mandatory() -> BasicPublishOptions {
     BasicPublishOptions {
         mandatory: true,
         ..Default::default()
-    }
-}
-
-async fn answer_confirm_select(peer: &mut Peer, ch: u16) {
-    match peer.expect_method().await {
-        (c, Method::ConfirmSelect(_)) if c == ch => peer.send_method(ch, confirm::SelectOk).await,
-        other => panic!("fake broker: expected confirm.select, got {other:?}"),
     }
 }
 
@@ -82,7 +75,7 @@ async fn two_returns_before_one_multiple_ack_are_both_reported() {
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        answer_confirm_select(&mut peer, ch).await;
+        peer.answer_confirm_select(ch).await;
         peer.expect_publish(ch).await;
         peer.expect_publish(ch).await;
         peer.send_content(ch, unroutable("nowhere"), b"first").await;
@@ -120,7 +113,7 @@ async fn a_multiple_ack_naming_a_routed_publish_leaves_the_return_with_its_own()
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        answer_confirm_select(&mut peer, ch).await;
+        peer.answer_confirm_select(ch).await;
         for _ in 0..3 {
             peer.expect_publish(ch).await;
         }
@@ -174,7 +167,7 @@ async fn a_return_for_no_outstanding_publish_goes_to_the_listener() {
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        answer_confirm_select(&mut peer, ch).await;
+        peer.answer_confirm_select(ch).await;
         peer.expect_publish(ch).await;
         peer.send_content(ch, unroutable("somebody-else"), b"stray")
             .await;

@@ -513,6 +513,16 @@ impl Peer {
         }
     }
 
+    /// Expects `confirm.select` on `channel` and answers select-ok.
+    pub async fn answer_confirm_select(&mut self, channel: u16) {
+        match self.expect_method().await {
+            (c, Method::ConfirmSelect(_)) if c == channel => {
+                self.send_method(channel, spec::confirm::SelectOk).await
+            }
+            other => panic!("fake broker: expected confirm.select on {channel}, got {other:?}"),
+        }
+    }
+
     /// Expects `queue.declare` on `channel` and answers declare-ok.
     pub async fn answer_queue_declare(&mut self, channel: u16) {
         let queue = self.expect_queue_declare(channel).await;
