@@ -674,8 +674,8 @@ impl Channel {
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
     /// flow-stopped, in confirm mode while the confirm window is full, and while the command queue is
     /// full (all of it bounded by one `rpc_timeout`, and ended at once by the channel's or the
-    /// connection's end, with its error). The
-    /// returned [`PublishConfirm`] resolves exactly once with the broker's verdict.
+    /// connection's end, with its error). The returned [`PublishConfirm`] resolves exactly once with
+    /// the broker's verdict.
     ///
     /// The method and header frames are encoded when this is called, so the future borrows neither the
     /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes, or
