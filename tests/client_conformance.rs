@@ -308,6 +308,31 @@ async fn a_server_close_crossing_the_clients_violation_close_is_answered() {
     );
 }
 
+/// The first of the client's two queue.declares, answered once the second is queued behind it: the
+/// declare-ok, for the caller to send in one write with what must arrive in the same read.
+async fn declare_ok_after_the_second_declare(peer: &mut Peer, ch: u16) -> bytes::BytesMut {
+    let queue = peer.expect_queue_declare(ch).await;
+    // Give the client time to queue its second RPC behind the first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    method_frame(
+        ch,
+        &coney::spec::queue::DeclareOk {
+            queue,
+            message_count: 0,
+            consumer_count: 0,
+        }
+        .into(),
+    )
+}
+
+/// Two queue.declares on `ch` at once: the second waits in the driver behind the first.
+async fn two_declares(ch: &coney::Channel) -> (Result<(), Error>, Result<(), Error>) {
+    let first = ch.queue_declare("q1", Default::default(), FieldTable::new());
+    let second = ch.queue_declare("q2", Default::default(), FieldTable::new());
+    let (first, second) = tokio::join!(first, second);
+    (first.map(drop), second.map(drop))
+}
+
 /// After answering the broker's connection.close with close-ok the client must send nothing more
 /// (connection.close-ok "tells the recipient that it is safe to release resources for the connection and
 /// close the socket"; the Java client shuts its channels down before sending it). Here the reply to one RPC
@@ -319,18 +344,7 @@ async fn nothing_is_sent_after_close_ok_to_the_brokers_close() {
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        let queue = peer.expect_queue_declare(ch).await;
-        // Give the client time to queue its second RPC behind the first.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut bytes = method_frame(
-            ch,
-            &coney::spec::queue::DeclareOk {
-                queue,
-                message_count: 0,
-                consumer_count: 0,
-            }
-            .into(),
-        );
+        let mut bytes = declare_ok_after_the_second_declare(&mut peer, ch).await;
         bytes.extend_from_slice(&method_frame(
             0,
             &connection::Close {
@@ -347,10 +361,8 @@ async fn nothing_is_sent_after_close_ok_to_the_brokers_close() {
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");
         let ch = conn.open_channel().await.expect("open channel");
-        let first = ch.queue_declare("q1", Default::default(), FieldTable::new());
-        let second = ch.queue_declare("q2", Default::default(), FieldTable::new());
-        let (first, second) = tokio::join!(first, second);
-        (first.map(drop), second.map(drop))
+        let (first, second) = two_declares(&ch).await;
+        (first, second)
     };
     let (frames, (first, second)) = scenario(LIMIT, server, client).await;
     assert!(first.is_ok(), "{first:?}");
@@ -388,17 +400,7 @@ async fn nothing_but_close_ok_is_sent_after_the_clients_violation_close() {
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        let queue = peer.expect_queue_declare(ch).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut bytes = method_frame(
-            ch,
-            &coney::spec::queue::DeclareOk {
-                queue,
-                message_count: 0,
-                consumer_count: 0,
-            }
-            .into(),
-        );
+        let mut bytes = declare_ok_after_the_second_declare(&mut peer, ch).await;
         // A body frame with no content method before it: 505.
         bytes.extend_from_slice(&raw_frame(coney::spec::FRAME_BODY, ch, b"abc"));
         peer.send_raw(&bytes).await;
@@ -427,10 +429,8 @@ async fn nothing_but_close_ok_is_sent_after_the_clients_violation_close() {
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");
         let ch = conn.open_channel().await.expect("open channel");
-        let first = ch.queue_declare("q1", Default::default(), FieldTable::new());
-        let second = ch.queue_declare("q2", Default::default(), FieldTable::new());
-        let (first, second) = tokio::join!(first, second);
-        (first.map(drop), second.map(drop))
+        let (first, second) = two_declares(&ch).await;
+        (first, second)
     };
     let (after_close, (_first, second)) = scenario(LIMIT, server, client).await;
     assert_eq!(
@@ -455,17 +455,7 @@ async fn nothing_is_sent_on_a_channel_after_its_close_ok() {
     let config = broker.config();
     let server = async move {
         let (mut peer, ch) = broker.accept_with_channel().await;
-        let queue = peer.expect_queue_declare(ch).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut bytes = method_frame(
-            ch,
-            &coney::spec::queue::DeclareOk {
-                queue,
-                message_count: 0,
-                consumer_count: 0,
-            }
-            .into(),
-        );
+        let mut bytes = declare_ok_after_the_second_declare(&mut peer, ch).await;
         bytes.extend_from_slice(&method_frame(
             ch,
             &channel::Close {
@@ -494,11 +484,9 @@ async fn nothing_is_sent_on_a_channel_after_its_close_ok() {
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");
         let ch = conn.open_channel().await.expect("open channel");
-        let first = ch.queue_declare("q1", Default::default(), FieldTable::new());
-        let second = ch.queue_declare("q2", Default::default(), FieldTable::new());
-        let (first, second) = tokio::join!(first, second);
+        let (first, second) = two_declares(&ch).await;
         conn.close().await.expect("close");
-        (first.map(drop), second.map(drop))
+        (first, second)
     };
     let ((close_ok, after), (first, second)) = scenario(LIMIT, server, client).await;
     assert!(first.is_ok(), "{first:?}");

@@ -60,6 +60,19 @@ async fn publish_all(ch: &Channel, messages: &[(&str, &str)]) -> Vec<Confirmatio
     outcomes
 }
 
+/// Connects, puts a channel in confirm mode, publishes `messages` as [`publish_all`] does and closes.
+async fn confirm_mode_publishes(
+    config: coney::ConnectionConfig,
+    messages: &[(&str, &str)],
+) -> Vec<Confirmation> {
+    let conn = Connection::connect_with(config).await.expect("connect");
+    let ch = conn.open_channel().await.expect("open channel");
+    ch.confirm_select().await.expect("confirm.select");
+    let outcomes = publish_all(&ch, messages).await;
+    conn.close().await.expect("close");
+    outcomes
+}
+
 fn returned_body(outcome: &Confirmation) -> Option<&[u8]> {
     match outcome {
         Confirmation::Returned(r) => Some(&r.body),
@@ -88,14 +101,7 @@ async fn two_returns_before_one_multiple_ack_are_both_reported() {
         peer.send_method(ch, ack).await;
         peer.methods_until_close(ch).await;
     };
-    let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        ch.confirm_select().await.expect("confirm.select");
-        let outcomes = publish_all(&ch, &[("nowhere", "first"), ("nowhere", "second")]).await;
-        conn.close().await.expect("close");
-        outcomes
-    };
+    let client = confirm_mode_publishes(config, &[("nowhere", "first"), ("nowhere", "second")]);
     let ((), outcomes) = scenario(LIMIT, server, client).await;
     let bodies: Vec<_> = outcomes.iter().map(returned_body).collect();
     assert_eq!(
@@ -133,18 +139,10 @@ async fn a_multiple_ack_naming_a_routed_publish_leaves_the_return_with_its_own()
         peer.send_method(ch, ack).await;
         peer.methods_until_close(ch).await;
     };
-    let client = async move {
-        let conn = Connection::connect_with(config).await.expect("connect");
-        let ch = conn.open_channel().await.expect("open channel");
-        ch.confirm_select().await.expect("confirm.select");
-        let outcomes = publish_all(
-            &ch,
-            &[("nowhere", "lost"), ("q", "kept"), ("nowhere", "lost too")],
-        )
-        .await;
-        conn.close().await.expect("close");
-        outcomes
-    };
+    let client = confirm_mode_publishes(
+        config,
+        &[("nowhere", "lost"), ("q", "kept"), ("nowhere", "lost too")],
+    );
     let ((), outcomes) = scenario(LIMIT, server, client).await;
     assert_eq!(
         returned_body(&outcomes[0]),
