@@ -673,6 +673,82 @@ async fn frame_size_far_above_limits_keeps_memory_bounded() {
     assert_rss_bounded(before);
 }
 
+// ---- the close after a violation ----------------------------------------------------------------------
+
+/// A bind-ok where declare-ok was awaited: a method the driver (not the state machine) rejects, with 503.
+fn unexpected_bind_ok(ch: u16) -> Vec<u8> {
+    method_frame(ch, &spec::queue::BindOk.into()).to_vec()
+}
+
+/// A declare-ok whose arguments stop short: a frame the decoder rejects with 502 although its extent, and
+/// so the start of the next frame, is sound.
+fn truncated_declare_ok(ch: u16) -> Vec<u8> {
+    raw_frame(spec::FRAME_METHOD, ch, &[0, 50, 0, 11, 1])
+}
+
+/// After the violation `hostile(channel)`, sent with the first half of a heartbeat frame behind it, the
+/// broker reads the client's connection.close with `code`, then sends the heartbeat's other half and
+/// close-ok. The client must decode on from where the rejected frame ended, find the close-ok, and close
+/// the socket at once; dropping what was buffered behind the rejected frame would leave it decoding from
+/// the middle of the heartbeat, waiting for a close-ok it cannot find until its 30 s `close_timeout`.
+async fn close_ok_behind_a_split_frame(hostile: fn(u16) -> Vec<u8>, code: ReplyCode) {
+    let heartbeat = raw_frame(spec::FRAME_HEARTBEAT, 0, &[]);
+    let (first, rest) = heartbeat.split_at(4);
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    scenario(
+        FAST,
+        |c| c.with_close_timeout(Duration::from_secs(30)),
+        |mut peer| async move {
+            peer.handshake().await;
+            let ch = peer.open_channel().await;
+            peer.expect_queue_declare(ch).await;
+            peer.send_raw(&[hostile(ch), first].concat()).await;
+            peer.expect_connection_close(code).await;
+            let close_ok = method_frame(0, &connection::CloseOk.into());
+            peer.send_raw(&[rest, close_ok.to_vec()].concat()).await;
+            peer.expect_eof().await;
+        },
+        |config| async move {
+            let conn = connect(config).await;
+            let ch = conn.open_channel().await.expect("open channel");
+            let err = queue_declare(&ch)
+                .await
+                .expect_err("queue.declare must fail");
+            assert_protocol_error(&err, code);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn close_ok_is_found_behind_a_method_the_driver_rejects() {
+    close_ok_behind_a_split_frame(unexpected_bind_ok, COMMAND_INVALID).await;
+}
+
+#[tokio::test]
+async fn close_ok_is_found_behind_a_frame_the_decoder_rejects() {
+    close_ok_behind_a_split_frame(truncated_declare_ok, SYNTAX_ERROR).await;
+}
+
+/// Two violations in one read: a method the driver rejects (503), then content on channel 0, which the
+/// state machine rejects (505) while decoding the read, before the driver sees the method. The state
+/// machine's connection.close is the one on the wire, so 505 is also what the pending call and the close
+/// reason must say (they said 503 while 505 was sent).
+#[tokio::test]
+async fn the_reported_violation_is_the_one_on_the_wire() {
+    violation(
+        |ch| {
+            [
+                unexpected_bind_ok(ch),
+                raw_frame(spec::FRAME_HEADER, 0, &header_payload(1)),
+            ]
+            .concat()
+        },
+        UNEXPECTED_FRAME,
+    )
+    .await;
+}
+
 /// With frame-max 0 ("no limit") negotiated, the inbound cap is the message limit plus overhead.
 async fn unlimited_frame_max_claim(wire: Wire) {
     violation_with(

@@ -81,6 +81,17 @@ impl FrameDecoder {
         }
     }
 
+    /// Drops the whole frame `buf` begins with, which [`FrameDecoder::decode`] rejected with an error that
+    /// [keeps the frame boundary](FrameError::keeps_frame_boundary), so that `buf` starts at the next
+    /// frame.
+    pub fn skip_rejected_frame(buf: &mut BytesMut) {
+        if buf.len() < HEADER_LEN {
+            return;
+        }
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+        buf.advance((HEADER_LEN + size + 1).min(buf.len()));
+    }
+
     /// Takes one frame off the front of `buf`.
     ///
     /// `Ok(None)`: `buf` holds no complete frame yet; nothing was consumed. On `Ok(Some(_))` the frame's

@@ -51,4 +51,18 @@ impl FrameError {
             _ => ReplyCode::FRAME_ERROR,
         }
     }
+
+    /// Whether the frame's extent was sound although its content was not: its header's size led to a
+    /// frame-end octet, so the bytes after it start the next frame. After any other error the stream has
+    /// no known frame boundary (a size past the limit, an unknown type, a misplaced end octet or a
+    /// protocol header), and what follows cannot be decoded as frames.
+    pub fn keeps_frame_boundary(&self) -> bool {
+        matches!(
+            self,
+            FrameError::HeartbeatOnChannel(_)
+                | FrameError::TooShort(_)
+                | FrameError::Method(_)
+                | FrameError::Header(_)
+        )
+    }
 }

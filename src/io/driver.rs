@@ -328,22 +328,25 @@ where
         let goodbye = async {
             self.write_pending().await?;
             if wait_for_close_ok {
-                // What is buffered is what broke the protocol; only frames after it may hold close-ok.
-                self.read_buf.clear();
-                while !self.proto.is_closed() {
+                // The state machine has consumed the frame that broke the protocol, or (if the driver
+                // rejected a method) every frame of the read: what is buffered starts a frame, and the
+                // broker's close-ok is found behind it. Unless the violation lost the frame boundary:
+                // then nothing can be split into frames any more, and each read is decoded afresh in the
+                // hope that the broker's close-ok, written after it read our close, starts one.
+                if self.proto.lost_frame_boundary() {
+                    self.read_buf.clear();
+                }
+                loop {
+                    self.decode_while_closing();
+                    if self.proto.is_closed() {
+                        break;
+                    }
                     if read_into(&mut self.reader, &mut self.read_buf, READ_CHUNK_MIN)
                         .await?
                         .0
                         == 0
                     {
                         break;
-                    }
-                    if self
-                        .proto
-                        .handle_input(&mut self.read_buf, std::time::Instant::now())
-                        .is_err()
-                    {
-                        self.read_buf.clear();
                     }
                 }
                 // spec (connection.close): "The response to receiving a Close after sending Close must
@@ -358,6 +361,26 @@ where
             .unwrap_or(Ok(()))
         {
             debug!(error = %e, "could not complete the close handshake");
+        }
+    }
+
+    /// Decodes what is buffered after our connection.close, looking for the broker's close-ok (every
+    /// other frame is dropped by the closing state machine). A frame it rejects is skipped; if the
+    /// rejection lost the frame boundary, the buffer is dropped (see [`Driver::finish`]).
+    fn decode_while_closing(&mut self) {
+        loop {
+            let before = self.read_buf.len();
+            let rejected = self
+                .proto
+                .handle_input(&mut self.read_buf, std::time::Instant::now())
+                .is_err();
+            if !rejected || self.proto.is_closed() {
+                return;
+            }
+            if self.proto.lost_frame_boundary() || self.read_buf.len() == before {
+                self.read_buf.clear();
+                return;
+            }
         }
     }
 
@@ -443,8 +466,12 @@ where
                     // Before this read's deliveries: the acks the consumers made since the last one.
                     self.sweep_acks(Sweep::AtRead);
                     let result = self.proto.handle_input(&mut self.read_buf, std::time::Instant::now());
-                    self.dispatch_events()?;
+                    let dispatched = self.dispatch_events();
+                    // The state machine's error before the driver's: if both rejected frames of this
+                    // read, the driver's came from an earlier frame, but the state machine had queued its
+                    // connection.close first, and the connection's error is the close on the wire.
                     result.map_err(|e| self.connection_error(e))?;
+                    dispatched?;
                     self.count_answers(queued)?;
                 }
                 room = room_for(&self.parked), if paused => {
@@ -1171,13 +1198,12 @@ where
             .is_some_and(|head| head.method.is_none() && head.responses.contains(&id));
         if !matches_head {
             let text = format!("unexpected {} on channel {channel}", method.name());
-            let error = Error::Protocol {
-                code: ReplyCode::COMMAND_INVALID,
-                text: text.clone(),
-            };
-            self.proto.close(ReplyCode::COMMAND_INVALID, &text);
-            let _ = self.shared.error.set(error.clone());
-            return Err(error);
+            return Err(close_for_violation(
+                &mut self.proto,
+                &self.shared,
+                ReplyCode::COMMAND_INVALID,
+                text,
+            ));
         }
         let head = slot.rpcs.pop_front().expect("matched");
         let reply = match method {
@@ -1513,10 +1539,17 @@ where
             };
             let _ = w.send(result);
         }
-        // Commands that were queued before we closed the queue: answer them too.
-        while let Ok(cmd) = self.commands.try_recv() {
-            fail_command(cmd, &error);
-        }
+        // Commands that were queued before we closed the queue: answer them too, and those sent
+        // through room reserved before it closed (tokio lets a reserved permit send after the close).
+        // `recv` ends once the queue is empty and no permit is outstanding, which is at once: handles
+        // send through a permit as soon as they have it, without awaiting anything in between.
+        let close_timeout = self.close_timeout;
+        let drain = async {
+            while let Some(cmd) = self.commands.recv().await {
+                fail_command(cmd, &error);
+            }
+        };
+        let _ = tokio::time::timeout(close_timeout, drain).await;
     }
 }
 
@@ -1559,9 +1592,14 @@ fn close_for_violation(
     code: ReplyCode,
     text: String,
 ) -> Error {
-    proto.close(code, &text);
+    // Already closing: the state machine rejected a later frame of the same read (its close is the
+    // one on the wire, and its error the connection's: the read loop reports it first), or our own
+    // close was under way (this violation becomes the connection's error when the driver ends).
+    let queued = proto.close(code, &text);
     let error = Error::Protocol { code, text };
-    let _ = shared.error.set(error.clone());
+    if queued {
+        let _ = shared.error.set(error.clone());
+    }
     error
 }
 

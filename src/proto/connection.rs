@@ -187,6 +187,9 @@ pub struct Connection {
     last_write: Instant,
     /// The body frame whose payload is being taken straight into its message ([`Connection::read_target`]).
     direct: Option<DirectBody>,
+    /// Whether the last error [`Connection::handle_input`] returned left the input without a known frame
+    /// boundary ([`Connection::lost_frame_boundary`]).
+    lost_frame_boundary: bool,
 }
 
 /// A body frame of a multi-frame message whose header has been taken and whose payload is going straight
@@ -247,6 +250,7 @@ impl Connection {
             last_read: now,
             last_write: now,
             direct: None,
+            lost_frame_boundary: false,
         }
     }
 
@@ -294,6 +298,10 @@ impl Connection {
     }
 
     /// Decodes and handles every complete frame in `buf`.
+    ///
+    /// On `Err` the connection is failed (and connection.close queued if the error is a violation of
+    /// ours to report); `buf` holds what follows the rejected frame, unless the error
+    /// [lost the frame boundary](Connection::lost_frame_boundary).
     pub fn handle_input(
         &mut self,
         buf: &mut BytesMut,
@@ -303,6 +311,7 @@ impl Connection {
             return Ok(());
         }
         self.last_read = now;
+        self.lost_frame_boundary = false;
         loop {
             if self.direct.is_some() {
                 if !self.continue_direct_body(buf)? {
@@ -316,9 +325,22 @@ impl Connection {
                     self.start_direct_body(buf);
                     return Ok(());
                 }
-                Err(e) => return Err(self.fail_frame(e)),
+                Err(e) => {
+                    if e.keeps_frame_boundary() {
+                        FrameDecoder::skip_rejected_frame(buf);
+                    }
+                    return Err(self.fail_frame(e));
+                }
             }
         }
+    }
+
+    /// Whether the last error [`Connection::handle_input`] returned left `buf` without a known frame
+    /// boundary. After any other error, `buf` starts at the frame after the rejected one (or is empty), and
+    /// decoding can go on from there while the connection closes: the peer's close-ok is found where it
+    /// is. After this one, what is buffered and what follows it cannot be split into frames.
+    pub fn lost_frame_boundary(&self) -> bool {
+        self.lost_frame_boundary
     }
 
     /// Where the next bytes read from the socket should go: usually the read buffer, but the rest of a
@@ -515,9 +537,12 @@ impl Connection {
     }
 
     /// Starts closing the connection: sends `connection.close`. [`Event::Closed`] follows `close-ok`.
-    pub fn close(&mut self, code: ReplyCode, text: &str) {
+    ///
+    /// `false`, and nothing sent, if the connection is already closing or closed: only one
+    /// connection.close goes on the wire, with the code of whichever close came first.
+    pub fn close(&mut self, code: ReplyCode, text: &str) -> bool {
         if matches!(self.state, State::Closing | State::Closed) {
-            return;
+            return false;
         }
         let close = connection::Close {
             reply_code: code,
@@ -527,6 +552,7 @@ impl Connection {
         };
         self.queue_method(0, &close.into());
         self.state = State::Closing;
+        true
     }
 
     /// Queues a method frame on an open channel; `false`, and nothing queued, unless the connection is
@@ -595,6 +621,7 @@ impl Connection {
     }
 
     fn fail_frame(&mut self, e: FrameError) -> ConnectionError {
+        self.lost_frame_boundary = !e.keeps_frame_boundary();
         let err = ConnectionError::violation(e.reply_code(), e.to_string());
         self.fail(&err);
         err
