@@ -37,6 +37,7 @@ use crate::{
         },
         consumer_map::ConsumerMap,
         delivery_queue::{DeliveryHandle, DeliverySender, Pushed},
+        repeated_warning::{BrokerWarnings, RepeatedWarning},
     },
     proto::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, Connection,
@@ -212,6 +213,8 @@ pub(crate) struct Driver<R, W> {
     /// Bytes were written since the last flush. A TLS writer may accept bytes into its own buffer when
     /// the socket is full; flushing pushes them out even while nothing else is written or read.
     needs_flush: bool,
+    /// How often each warning the broker can repeat at will has been given.
+    warnings: BrokerWarnings,
 }
 
 impl<R, W> Driver<R, W>
@@ -261,6 +264,7 @@ where
             read_chunk: READ_CHUNK_MIN,
             small_reads: 0,
             needs_flush: false,
+            warnings: BrokerWarnings::default(),
         }
     }
 
@@ -1264,19 +1268,23 @@ where
             return;
         };
         let Some(tracker) = slot.confirms.as_mut() else {
-            warn!(
-                channel,
-                tag, "broker sent a confirm on a channel not in confirm mode; ignored"
-            );
+            if let Some(count) = self.warnings.confirm_outside_confirm_mode.occur() {
+                warn!(
+                    channel,
+                    tag, count, "broker sent a confirm on a channel not in confirm mode; ignored"
+                );
+            }
             return;
         };
         let settled = match tracker.settle(tag, multiple) {
             Ok(s) => s,
             Err(tag) => {
-                warn!(
-                    channel,
-                    tag, "broker confirmed a publish that was never made; ignored"
-                );
+                if let Some(count) = self.warnings.confirm_for_no_publish.occur() {
+                    warn!(
+                        channel,
+                        tag, count, "broker confirmed a publish that was never made; ignored"
+                    );
+                }
                 return;
             }
         };
@@ -1309,7 +1317,12 @@ where
                 }
                 // A publish nobody awaits (made before the channel entered confirm mode): its return
                 // goes where returns without confirms go.
-                (None, Some(message)) => deliver_return(&slot.shared, channel, message),
+                (None, Some(message)) => deliver_return(
+                    &slot.shared,
+                    channel,
+                    message,
+                    &mut self.warnings.return_dropped,
+                ),
                 (None, None) => {}
             }
         }
@@ -1339,7 +1352,9 @@ where
                         slot.acks.disable();
                         return Ok(());
                     }
-                    warn!(channel, tag = %deliver.consumer_tag, "delivery for an unknown consumer; requeued");
+                    if let Some(count) = self.warnings.delivery_for_unknown_consumer.occur() {
+                        warn!(channel, tag = %deliver.consumer_tag, count, "delivery for an unknown consumer; requeued");
+                    }
                     let reject = basic::Reject {
                         delivery_tag: deliver.delivery_tag,
                         requeue: true,
@@ -1400,7 +1415,12 @@ where
                     Some(seq) => slot.returns.push_back((seq, message)),
                     // Not in confirm mode, or for no outstanding publish (one made before confirm mode,
                     // or a broker's mistake).
-                    None => deliver_return(&slot.shared, channel, message),
+                    None => deliver_return(
+                        &slot.shared,
+                        channel,
+                        message,
+                        &mut self.warnings.return_dropped,
+                    ),
                 }
             }
             Method::BasicGetOk(ok) => {
@@ -1447,11 +1467,16 @@ where
                 let _ = head.reply.send(Ok(RpcReply::Get(Some(message))));
                 self.send_next_rpc(channel);
             }
-            other => warn!(
-                channel,
-                method = other.name(),
-                "unexpected content; ignored"
-            ),
+            other => {
+                if let Some(count) = self.warnings.unexpected_content.occur() {
+                    warn!(
+                        channel,
+                        method = other.name(),
+                        count,
+                        "unexpected content; ignored"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -1664,7 +1689,12 @@ fn return_key(head: &PublishHead) -> ReturnKey {
 
 /// Hands a return to the channel's listener without ever waiting: a full or absent listener means the
 /// return is logged and dropped (the publisher asked for no confirms, so nobody is owed an answer).
-fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage) {
+fn deliver_return(
+    shared: &ChannelShared,
+    channel: u16,
+    message: ReturnedMessage,
+    dropped: &mut RepeatedWarning,
+) {
     let guard = shared.returns.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match guard.as_ref() {
         Some(tx) => tx.try_send(message).map_err(|e| match e {
@@ -1674,7 +1704,9 @@ fn deliver_return(shared: &ChannelShared, channel: u16, message: ReturnedMessage
         None => Err(("no listener", message)),
     };
     if let Err((why, message)) = outcome {
-        warn!(channel, code = %message.reply_code, why, "message returned by broker and dropped");
+        if let Some(count) = dropped.occur() {
+            warn!(channel, code = %message.reply_code, why, count, "message returned by broker and dropped");
+        }
     }
 }
 

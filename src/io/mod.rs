@@ -7,5 +7,6 @@ pub(crate) mod command;
 mod consumer_map;
 pub(crate) mod delivery_queue;
 pub(crate) mod driver;
+mod repeated_warning;
 pub(crate) mod transport;
 pub(crate) mod wake_gate;
