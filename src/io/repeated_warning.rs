@@ -30,7 +30,7 @@ pub(crate) struct BrokerWarnings {
     pub confirm_for_no_publish: RepeatedWarning,
     /// basic.deliver for a consumer tag the channel does not have (the message is rejected with requeue).
     pub delivery_for_unknown_consumer: RepeatedWarning,
-    /// Content after a method that carries none the driver expected (a get-ok nobody asked for, ...).
+    /// A content-carrying method a client is never sent (basic.publish from the broker).
     pub unexpected_content: RepeatedWarning,
     /// basic.return with no listener to take it, or a full one.
     pub return_dropped: RepeatedWarning,
