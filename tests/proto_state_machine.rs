@@ -1586,6 +1586,65 @@ fn send_publish_before_tune_uses_the_minimum_frame_size() {
 // Connection close
 // ---------------------------------------------------------------------------------------------------------
 
+/// A frame whose content is bad but whose extent is sound is skipped, so decoding can go on from the
+/// next frame (the driver looks for close-ok there); a frame that breaks the framing leaves no boundary
+/// to go on from, and says so.
+#[test]
+fn a_rejected_frame_is_skipped_when_its_extent_is_sound() {
+    let heartbeat = [spec::FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, spec::FRAME_END];
+    // queue.declare-ok whose queue name claims a byte that is not there: 502.
+    let mut bad_args = vec![
+        spec::FRAME_METHOD,
+        0,
+        1,
+        0,
+        0,
+        0,
+        5,
+        0,
+        50,
+        0,
+        11,
+        1,
+        spec::FRAME_END,
+    ];
+    bad_args.extend_from_slice(&heartbeat[..4]);
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let err = s.send_raw(&bad_args).expect_err("bad arguments");
+    assert!(
+        matches!(err, ConnectionError::Violation { code, .. } if code == ReplyCode::SYNTAX_ERROR),
+        "{err:?}"
+    );
+    assert!(!s.conn.lost_frame_boundary());
+    assert_eq!(
+        &s.pending[..],
+        &heartbeat[..4],
+        "what follows the rejected frame is kept"
+    );
+    // Closing: the rest of the heartbeat and then close-ok decode from there.
+    s.received();
+    let mut rest = heartbeat[4..].to_vec();
+    rest.extend_from_slice(&frame_bytes(&[Frame::Method {
+        channel: 0,
+        method: connection::CloseOk.into(),
+    }]));
+    s.send_raw(&rest).expect("the heartbeat and close-ok");
+    assert!(s.conn.is_closed());
+
+    // A misplaced end octet: no frame boundary is known any more.
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    let mut bad_end = heartbeat.to_vec();
+    bad_end[7] = 0;
+    bad_end.extend_from_slice(&heartbeat);
+    let err = s.send_raw(&bad_end).expect_err("bad frame end");
+    assert!(
+        matches!(err, ConnectionError::Violation { code, .. } if code == ReplyCode::FRAME_ERROR),
+        "{err:?}"
+    );
+    assert!(s.conn.lost_frame_boundary());
+}
+
 #[test]
 fn client_close_ignores_everything_but_close_ok() {
     let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
