@@ -125,3 +125,52 @@ async fn a_publish_waiting_for_channel_flow_fails_when_the_broker_closes_the_cha
     };
     scenario(LIMIT, server, client).await;
 }
+
+/// A broker with an alarm already in force may send connection.blocked right behind open-ok, so both can
+/// arrive in one read, which the handshake decodes. The driver must act on the blocked at once, not at
+/// its first read (here there is none: the broker sends nothing more until the client closes).
+#[tokio::test]
+async fn a_blocked_that_arrives_with_open_ok_is_seen_at_once() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer = broker.accept().await;
+        peer.expect_protocol_header().await;
+        peer.send_method(0, fake_broker::start()).await;
+        peer.expect_start_ok().await;
+        let tune = connection::Tune {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 0,
+        };
+        peer.send_method(0, tune).await;
+        match peer.expect_method().await {
+            (0, Method::ConnectionTuneOk(_)) => {}
+            other => panic!("fake broker: expected tune-ok, got {other:?}"),
+        }
+        peer.expect_open().await;
+        let blocked = connection::Blocked {
+            reason: ShortStr::from("low on disk"),
+        };
+        let both = [
+            fake_broker::method_frame(0, &connection::OpenOk.into()),
+            fake_broker::method_frame(0, &blocked.into()),
+        ]
+        .concat();
+        peer.send_raw(&both).await;
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            while conn.blocked().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "connection.blocked never seen");
+        assert_eq!(conn.blocked().as_deref(), Some("low on disk"));
+        conn.close().await.expect("clean close");
+    };
+    scenario(LIMIT, server, client).await;
+}

@@ -389,6 +389,9 @@ where
     }
 
     async fn run_loop(&mut self) -> Result<(), Error> {
+        // What the handshake's last read held after open-ok: a broker with an alarm already in force may
+        // send connection.blocked right behind open-ok, and then nothing until the alarm ends.
+        self.dispatch_events()?;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
