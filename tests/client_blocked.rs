@@ -12,7 +12,7 @@ use coney::{
     spec::{channel, connection, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
-use fake_broker::{scenario, FakeBroker};
+use fake_broker::{scenario, FakeBroker, Tune};
 use tokio::sync::oneshot;
 
 /// Long enough that a publish which waited it out would fail the scenario's bound.
@@ -135,20 +135,7 @@ async fn a_blocked_that_arrives_with_open_ok_is_seen_at_once() {
     let config = broker.config();
     let server = async move {
         let mut peer = broker.accept().await;
-        peer.expect_protocol_header().await;
-        peer.send_method(0, fake_broker::start()).await;
-        peer.expect_start_ok().await;
-        let tune = connection::Tune {
-            channel_max: 2047,
-            frame_max: 131_072,
-            heartbeat: 0,
-        };
-        peer.send_method(0, tune).await;
-        match peer.expect_method().await {
-            (0, Method::ConnectionTuneOk(_)) => {}
-            other => panic!("fake broker: expected tune-ok, got {other:?}"),
-        }
-        peer.expect_open().await;
+        peer.handshake_until_open(Tune::default()).await;
         let blocked = connection::Blocked {
             reason: ShortStr::from("low on disk"),
         };

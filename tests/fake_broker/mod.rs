@@ -453,6 +453,14 @@ impl Peer {
     /// The whole handshake, proposing `tune`: protocol header → start → start-ok → tune → tune-ok →
     /// open → open-ok. Returns the client's `tune-ok`.
     pub async fn handshake_with(&mut self, tune: Tune) -> connection::TuneOk {
+        let tune_ok = self.handshake_until_open(tune).await;
+        self.send_method(0, connection::OpenOk).await;
+        tune_ok
+    }
+
+    /// The handshake up to the client's `connection.open`, which is left unanswered: the caller sends
+    /// open-ok (with whatever should arrive beside it).
+    pub async fn handshake_until_open(&mut self, tune: Tune) -> connection::TuneOk {
         self.expect_protocol_header().await;
         self.send_method(0, start()).await;
         self.expect_start_ok().await;
@@ -470,7 +478,6 @@ impl Peer {
             other => panic!("fake broker: expected connection.tune-ok, got {other:?}"),
         };
         self.expect_open().await;
-        self.send_method(0, connection::OpenOk).await;
         tune_ok
     }
 
