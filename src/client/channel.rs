@@ -242,6 +242,17 @@ impl Channel {
         self.inner.shared.error.get().cloned()
     }
 
+    /// Waits until the channel has closed, and says why: [`Error::ClosedByClient`] after
+    /// [`Channel::close`], [`Error::ChannelClosed`] when the broker closed it (a 404 or 406, say),
+    /// or the connection's error when the connection ended. The same error
+    /// [`Channel::close_reason`] returns from then on.
+    ///
+    /// Any number of callers may wait, and waiting keeps nothing open. The channel's consumers,
+    /// confirms and pending calls end with the same reason.
+    pub async fn closed(&self) -> Error {
+        self.inner.shared.wait_closed().await
+    }
+
     /// Closes the channel (channel.close with 200, waits for close-ok). Pending calls fail with
     /// [`Error::ClosedByClient`]; unacked deliveries are requeued by the broker.
     ///

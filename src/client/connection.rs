@@ -16,9 +16,10 @@ use tracing::{debug, info, Instrument};
 
 use crate::{
     client::{tls, Channel, Deadline},
-    codec::FieldTable,
+    codec::{FieldTable, LongStr, ShortStr},
     config::{AuthMechanism, ConnectionConfig},
     error::{CloseReason, Error},
+    frame::encode_method,
     io::{
         command::{Command, ConnectionShared, RpcReply},
         driver::Driver,
@@ -26,7 +27,7 @@ use crate::{
         wake_gate::WakeGated,
     },
     proto::{self, ConnectionError, Event, HandshakeParams, Mechanism, TunePreferences, Tuned},
-    spec::ReplyCode,
+    spec::{connection, Method, ReplyCode},
 };
 
 /// TLS record content types (RFC 8446 §5.1): what a TLS server sends to a client that is not speaking TLS.
@@ -169,6 +170,62 @@ impl Connection {
     /// Whether the broker has blocked publishing on this connection (connection.blocked), and why.
     pub fn blocked(&self) -> Option<String> {
         self.inner.shared.blocked.borrow().clone()
+    }
+
+    /// Waits until the connection has ended, and says why: [`Error::ClosedByClient`] after
+    /// [`Connection::close`] (or the last handle's drop), otherwise the failure that ended it (the
+    /// broker's `connection.close` as [`Error::ConnectionClosed`], [`Error::MissedHeartbeats`], an I/O
+    /// error, a protocol violation). The same error [`Connection::close_reason`] returns from then on.
+    ///
+    /// Any number of callers may wait. This is where a reconnect loop learns that it must reconnect
+    /// (as with Go's `NotifyClose` or the Java client's shutdown listeners); every channel, consumer
+    /// and pending operation of the connection ends with the same reason.
+    pub async fn closed(&self) -> Error {
+        // The driver records the reason, then closes its command queue, then lets go of every waiter.
+        self.inner.commands.closed().await;
+        self.inner.shared.error()
+    }
+
+    /// Renews the secret (password or token) this connection authenticated with:
+    /// `connection.update-secret`, a RabbitMQ extension (3.8 and later), for credentials that expire,
+    /// such as OAuth 2 tokens. `reason` is for the broker's log.
+    ///
+    /// RabbitMQ checks `new_secret` with the authentication backends whose credentials expire (OAuth 2)
+    /// and answers update-secret-ok; it refuses a secret that does not authenticate by closing the
+    /// whole connection (530 NOT_ALLOWED), and this then fails with that [`Error::ConnectionClosed`].
+    /// Its internal user database says its passwords never expire, so there it takes any secret
+    /// without checking it. The secret is never logged or shown by `Debug`.
+    ///
+    /// Waits at most `rpc_timeout`, for room in the command queue and then for the answer; several
+    /// calls at once go out one at a time, in call order. A secret and reason that do not fit one frame
+    /// of the negotiated frame-max, or a reason over 255 bytes, fail with [`Error::InvalidArgument`]
+    /// before anything is sent.
+    pub async fn update_secret(&self, new_secret: &str, reason: &str) -> Result<(), Error> {
+        let update = connection::UpdateSecret {
+            new_secret: LongStr::from(new_secret.to_owned()),
+            reason: ShortStr::new(reason).map_err(|_| {
+                Error::InvalidArgument("the update-secret reason is longer than 255 bytes".into())
+            })?,
+        };
+        let frame_max = self.inner.shared.tuned.frame_max as usize;
+        let mut frame = BytesMut::new();
+        encode_method(&mut frame, 0, &Method::from(update.clone()));
+        if frame_max != 0 && frame.len() > frame_max {
+            return Err(Error::InvalidArgument(format!(
+                "connection.update-secret is a {}-byte frame, over the negotiated frame-max of \
+                 {frame_max}",
+                frame.len()
+            )));
+        }
+        let deadline = Deadline::after(self.inner.config.rpc_timeout);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .send(Command::UpdateSecret { update, reply: tx }, Some(deadline))
+            .await?;
+        match deadline.wait("connection.update-secret-ok", rx).await? {
+            Ok(result) => result,
+            Err(_) => Err(self.inner.shared.error()),
+        }
     }
 }
 

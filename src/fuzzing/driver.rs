@@ -101,21 +101,30 @@ async fn client_script(conn: Connection) {
             .expect("a publish before the broker's input");
         confirms.push(confirm);
     }
-    // From here the broker sends the input.
-    for _ in 0..DELIVERIES_TAKEN {
-        let Some(Ok(delivery)) = consumer.next().await else {
-            break;
-        };
-        let _ = match delivery.delivery_tag() % 4 {
-            0 => delivery.ack().await,
-            1 => delivery.ack_multiple().await,
-            2 => delivery.nack(BasicNackOptions::default()).await,
-            _ => delivery.reject(false).await,
-        };
-    }
-    drop(consumer);
-    let _ = conn.close().await;
+    // From here the broker sends the input; an update-secret waits for its answer meanwhile.
+    let updating = conn.update_secret("renewed", "fuzz");
+    let consuming = async {
+        for _ in 0..DELIVERIES_TAKEN {
+            let Some(Ok(delivery)) = consumer.next().await else {
+                break;
+            };
+            let _ = match delivery.delivery_tag() % 4 {
+                0 => delivery.ack().await,
+                1 => delivery.ack_multiple().await,
+                2 => delivery.nack(BasicNackOptions::default()).await,
+                _ => delivery.reject(false).await,
+            };
+        }
+        drop(consumer);
+        let _ = conn.close().await;
+    };
+    let _ = tokio::join!(updating, consuming);
     assert!(!conn.is_open(), "closed, and still open");
+    let ended = tokio::time::timeout(Duration::from_millis(10), conn.closed()).await;
+    assert!(
+        ended.is_ok(),
+        "closed() still waiting after the connection closed"
+    );
     for confirm in confirms {
         // The driver has ended: every confirm has its answer (a verdict or the connection's error).
         let settled = tokio::time::timeout(Duration::from_millis(10), confirm).await;

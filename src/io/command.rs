@@ -21,7 +21,7 @@ use crate::{
         delivery_queue::DeliverySender,
     },
     proto::Tuned,
-    spec::Method,
+    spec::{connection, Method},
 };
 
 /// A request from a handle to the driver. The driver handles them strictly in the order they were sent
@@ -79,6 +79,11 @@ pub(crate) enum Command {
     Close {
         reply: Option<oneshot::Sender<Result<(), Error>>>,
     },
+    /// `connection.update-secret`: sent when every earlier one has its update-secret-ok.
+    UpdateSecret {
+        update: connection::UpdateSecret,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 // Every command is moved through the queue by value: a publish must not make them large again.
@@ -110,7 +115,10 @@ impl Command {
                 ..
             } => Some((*channel, *generation)),
             Command::Publish(p) => Some((p.channel, p.generation)),
-            Command::OpenChannel { .. } | Command::FlushAcks { .. } | Command::Close { .. } => None,
+            Command::OpenChannel { .. }
+            | Command::FlushAcks { .. }
+            | Command::Close { .. }
+            | Command::UpdateSecret { .. } => None,
         }
     }
 }
@@ -240,6 +248,8 @@ pub(crate) struct ChannelShared {
     pub commands: mpsc::WeakSender<Command>,
     /// How long an ack may wait for room in the command queue (the connection's `rpc_timeout`).
     pub ack_timeout: Duration,
+    /// Notified (all waiters) once `closed` is set, for [`Channel::closed`](crate::Channel::closed).
+    pub closed_notify: Notify,
 }
 
 impl ChannelShared {
@@ -263,6 +273,7 @@ impl ChannelShared {
             acks: AckQueue::default(),
             commands,
             ack_timeout,
+            closed_notify: Notify::new(),
         }
     }
 
@@ -282,6 +293,18 @@ impl ChannelShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.closed_notify.notify_waiters();
+    }
+
+    /// Waits until the channel is closed, and says why.
+    pub async fn wait_closed(&self) -> Error {
+        let mut notified = std::pin::pin!(self.closed_notify.notified());
+        // Registered before the flag is read: a close between the read and the wait still wakes it.
+        notified.as_mut().enable();
+        if !self.is_closed() {
+            notified.await;
+        }
+        self.error()
     }
 
     pub fn error(&self) -> Error {

@@ -43,7 +43,7 @@ use crate::{
         self, ByteQueue, ChannelCloseCause, ChannelIds, ChannelMap, ConfirmTracker, Connection,
         ConnectionError, Content, Event, ReadTarget, ReturnKey,
     },
-    spec::{basic, channel, BasicProperties, Method, ReplyCode},
+    spec::{basic, channel, connection, BasicProperties, Method, ReplyCode},
 };
 
 /// How many commands the driver takes in one go before it turns to the socket again.
@@ -162,6 +162,13 @@ impl ChannelSlot {
 }
 
 /// A delivery the driver could not hand over because the consumer's queue was full.
+/// A `connection.update-secret` a handle asked for: waiting behind the one in flight (`update` still
+/// `Some`), or sent and waiting for its update-secret-ok (`None`).
+struct PendingSecretUpdate {
+    update: Option<connection::UpdateSecret>,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
 struct Parked {
     /// A clone of the consumer's sender: a consumer cancelled meanwhile still gets the delivery, before
     /// its queue ends.
@@ -192,6 +199,8 @@ pub(crate) struct Driver<R, W> {
     /// Consumer queues pushed to since the last wake: woken once each when the events are dispatched.
     to_wake: Vec<DeliveryHandle>,
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// The update-secrets asked for, in order; only the front one is ever on the wire.
+    secret_updates: VecDeque<PendingSecretUpdate>,
     closing_deadline: Option<Instant>,
     /// When each channel.close the client sent (the driver's, or the state machine's 311) stops waiting
     /// for its close-ok, `close_timeout` after it was sent, with the channel's id and incarnation; in
@@ -254,6 +263,7 @@ where
             fed: Vec::new(),
             sweep_deadline: None,
             close_waiters: Vec::new(),
+            secret_updates: VecDeque::new(),
             closing_deadline: None,
             channel_close_deadlines: VecDeque::new(),
             unwritten_answers: 0,
@@ -857,7 +867,63 @@ where
                 }
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
+            Command::UpdateSecret { update, reply } => {
+                if closing {
+                    let _ = reply.send(Err(self.shared.error()));
+                    return;
+                }
+                // As for a channel's RPCs: callers that gave up while waiting leave nothing behind.
+                self.secret_updates
+                    .retain(|u| u.update.is_none() || !u.reply.is_closed());
+                let idle = self.secret_updates.is_empty();
+                self.secret_updates.push_back(PendingSecretUpdate {
+                    update: Some(update),
+                    reply,
+                });
+                if idle {
+                    self.send_next_secret_update();
+                }
+            }
         }
+    }
+
+    /// Sends the first waiting update-secret, unless one is in flight.
+    ///
+    /// spec (update-secret, RabbitMQ's extension): a synchronous method, answered by update-secret-ok,
+    /// which names no request: one at a time, so that each answer belongs to the one in flight.
+    fn send_next_secret_update(&mut self) {
+        while let Some(front) = self.secret_updates.front_mut() {
+            let Some(update) = front.update.take() else {
+                return;
+            };
+            if !front.reply.is_closed() && self.proto.update_secret(update) {
+                return;
+            }
+            // Its caller gave up, or the connection is closing (it fails with the close's error).
+            let pending = self.secret_updates.pop_front().expect("front");
+            let _ = pending.reply.send(Err(self.shared.error()));
+        }
+    }
+
+    /// An update-secret-ok: answers the update-secret in flight, and sends the next.
+    fn secret_update_ok(&mut self, method: Method) -> Result<(), Error> {
+        let in_flight = self
+            .secret_updates
+            .front()
+            .is_some_and(|u| u.update.is_none());
+        if !in_flight {
+            let text = format!("unexpected {} on channel 0", method.name());
+            return Err(close_for_violation(
+                &mut self.proto,
+                &self.shared,
+                ReplyCode::COMMAND_INVALID,
+                text,
+            ));
+        }
+        let done = self.secret_updates.pop_front().expect("in flight");
+        let _ = done.reply.send(Ok(()));
+        self.send_next_secret_update();
+        Ok(())
     }
 
     /// Keeps the sweeps promised to ack queues: takes and sends what is ready (see
@@ -1168,6 +1234,10 @@ where
     }
 
     fn handle_method(&mut self, channel: u16, method: Method) -> Result<(), Error> {
+        // The state machine answers every connection method but this one itself.
+        if channel == 0 {
+            return self.secret_update_ok(method);
+        }
         let Some(slot) = self.channels.get_mut(channel) else {
             return Ok(());
         };
@@ -1567,6 +1637,9 @@ where
             };
             let _ = w.send(result);
         }
+        for u in self.secret_updates.drain(..) {
+            let _ = u.reply.send(Err(error.clone()));
+        }
         // Commands that were queued before we closed the queue: answer them too, and those sent
         // through room reserved before it closed (tokio lets a reserved permit send after the close).
         // `recv` ends once the queue is empty and no permit is outstanding, which is at once: handles
@@ -1734,6 +1807,9 @@ fn fail_command(cmd: Command, error: &Error) {
             let _ = reply.send(Err(error.clone()));
         }
         Command::Rpc { reply, .. } => {
+            let _ = reply.send(Err(error.clone()));
+        }
+        Command::UpdateSecret { reply, .. } => {
             let _ = reply.send(Err(error.clone()));
         }
         Command::Publish(p) => {

@@ -555,6 +555,18 @@ impl Connection {
         true
     }
 
+    /// Queues `connection.update-secret` (a RabbitMQ extension: the client renews an expiring credential
+    /// on an open connection, and the broker answers with update-secret-ok, which arrives as an
+    /// [`Event::Method`] on channel 0). `false`, and nothing queued, unless the connection is open: no
+    /// method but close-ok may follow a connection.close.
+    pub fn update_secret(&mut self, update: connection::UpdateSecret) -> bool {
+        if self.state != State::Open {
+            return false;
+        }
+        self.queue_method(0, &update.into());
+        true
+    }
+
     /// Queues a method frame on an open channel; `false`, and nothing queued, unless the connection is
     /// open and the channel open and not closing ([`Connection::channel_is_usable`]). The state
     /// machine's own frames (the handshake, closes and close-oks) do not go through this check.
