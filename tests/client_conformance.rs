@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use coney::{
-    codec::{FieldTable, ShortStr},
+    codec::{FieldTable, FieldValue, ShortStr},
     frame::Frame,
     options::{BasicConsumeOptions, BasicPublishOptions},
     spec::{basic, channel, connection, Method, ReplyCode},
@@ -617,6 +617,71 @@ async fn a_delivery_with_a_non_utf8_routing_key_does_not_kill_the_connection() {
     let (code_sent, (delivered, first, reason)) = scenario(LIMIT, server, client).await;
     assert!(
         delivered,
+        "the delivery: {first}; the client closed the connection with {code_sent} ({reason:?})"
+    );
+}
+
+/// A delivery whose properties carry what RabbitMQ relays from a publisher without checking it: a
+/// header whose boolean octet is 2, and bit 1 of the flag word, which no basic property uses (both
+/// seen relayed byte for byte by RabbitMQ 3.10 from a raw publisher). Refusing either closed the
+/// connection with 502, again after every redelivery. It is delivered, the boolean read as true.
+#[tokio::test]
+async fn a_delivery_with_a_boolean_octet_of_2_and_an_unused_flag_bit_is_delivered() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        let deliver = method_frame(ch, &deliver(&tag, 1).into());
+        let mut bytes = deliver.to_vec();
+        // The header by hand: class 60, weight 0, body size 1, flags headers (bit 13) and bit 1, then
+        // the headers table {flag: t 0x02}.
+        let mut payload = vec![0, 60, 0, 0];
+        payload.extend_from_slice(&1u64.to_be_bytes());
+        payload.extend_from_slice(&0x2002u16.to_be_bytes());
+        payload.extend_from_slice(&[0, 0, 0, 7, 4, b'f', b'l', b'a', b'g', b't', 2]);
+        bytes.extend_from_slice(&raw_frame(coney::spec::FRAME_HEADER, ch, &payload));
+        bytes.extend_from_slice(&raw_frame(coney::spec::FRAME_BODY, ch, b"x"));
+        peer.send_raw(&bytes).await;
+        loop {
+            if let (0, Method::ConnectionClose(c)) = peer.expect_method().await {
+                peer.send_method(0, connection::CloseOk).await;
+                break c.reply_code;
+            }
+        }
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume(
+                "q",
+                "",
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::new(),
+            )
+            .await
+            .expect("consume");
+        let first = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+        let flag = match &first {
+            Ok(Some(Ok(delivery))) => delivery
+                .properties
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("flag").cloned()),
+            _ => None,
+        };
+        let reason = conn.close_reason();
+        let _ = conn.close().await;
+        (flag, format!("{first:?}"), reason)
+    };
+    let (code_sent, (flag, first, reason)) = scenario(LIMIT, server, client).await;
+    assert_eq!(
+        flag,
+        Some(FieldValue::Bool(true)),
         "the delivery: {first}; the client closed the connection with {code_sent} ({reason:?})"
     );
 }

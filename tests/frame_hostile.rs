@@ -218,16 +218,6 @@ fn unknown_field_type_letter_is_a_syntax_error() {
 }
 
 #[test]
-fn bad_boolean_octet_is_a_syntax_error() {
-    let err = rejects(
-        &FrameDecoder::default(),
-        &queue_declare_with_table(&table_bytes(&[b"\x01kt\x02"])),
-    );
-    assert_eq!(err, FrameError::Method(CodecError::InvalidBool(2)));
-    assert_eq!(err.reply_code(), SYNTAX_ERROR);
-}
-
-#[test]
 fn short_string_past_the_end_is_a_syntax_error() {
     // queue.declare: ids, reserved short, then a queue name claiming 200 bytes of which 3 exist.
     let payload = b"\x00\x32\x00\x0a\x00\x00\xc8abc";

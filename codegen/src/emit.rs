@@ -556,7 +556,12 @@ fn emit_properties(o: &mut String, class: &Class) {
     for (i, _) in class.properties.iter().enumerate() {
         known |= 1 << (15 - i);
     }
-    w(o, "    /// The flag bits this class defines; any other bit set in a received flag word is an error.");
+    w(
+        o,
+        "    /// The flag bits this class defines. A received flag word's other bits are ignored, but \
+         for the",
+    );
+    w(o, "    /// continuation bit (0), which is an error.");
     w(
         o,
         &format!("    pub const KNOWN_FLAGS: u16 = {known:#06x};"),
@@ -730,10 +735,19 @@ fn emit_properties(o: &mut String, class: &Class) {
     w(o, "");
 }
 
-/// The start of a property list's decoder or checker: the flag word, refusing flags the class lacks.
+/// The start of a property list's decoder or checker: the flag word, refusing the continuation bit.
+///
+/// Other flags the class lacks are ignored, with whatever follows the known properties: RabbitMQ
+/// relays a publisher's flag word untouched (bit 1 of basic's included, which no property uses), so
+/// refusing one would close every consumer's connection over one message, which the broker requeues.
+/// RabbitMQ itself refuses the continuation bit (541), so it never reaches a consumer from there.
 fn emit_flag_word_check(o: &mut String) {
     w(o, "        let (mut input, flags) = decode::short(input)?;");
-    w(o, "        if flags & !Self::KNOWN_FLAGS != 0 {");
+    w(
+        o,
+        "        // spec (4.2.6.1, property flags): bit 0 set means another flag word follows.",
+    );
+    w(o, "        if flags & 1 != 0 {");
     w(
         o,
         "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",

@@ -121,13 +121,11 @@ fn value_at(input: &[u8], depth: usize) -> Parsed<'_, FieldValue> {
     let (input, letter) = be_u8(input)?;
     let value = match letter {
         b't' => {
+            // Any octet but 0 is true, as RabbitMQ and the Java client read it. RabbitMQ relays a
+            // publisher's table untouched, so refusing another octet would close the connection of
+            // every consumer over one message, which the broker then requeues.
             let (input, b) = be_u8(input)?;
-            let v = match b {
-                0 => false,
-                1 => true,
-                other => return Err(nom::Err::Failure(CodecError::InvalidBool(other))),
-            };
-            return Ok((input, FieldValue::Bool(v)));
+            return Ok((input, FieldValue::Bool(b != 0)));
         }
         b'b' => return be_u8(input).map(|(i, v)| (i, FieldValue::I8(v as i8))),
         b'B' => return be_u8(input).map(|(i, v)| (i, FieldValue::U8(v))),
@@ -220,14 +218,7 @@ fn skip_value_at(input: &[u8], depth: usize) -> Parsed<'_, ()> {
     let (input, letter) = be_u8(input)?;
     let fixed = |n: usize| take(n)(input).map(|(i, _)| (i, ()));
     let container = match letter {
-        b't' => {
-            let (input, b) = be_u8(input)?;
-            if b > 1 {
-                return Err(nom::Err::Failure(CodecError::InvalidBool(b)));
-            }
-            return Ok((input, ()));
-        }
-        b'b' | b'B' => return fixed(1),
+        b't' | b'b' | b'B' => return fixed(1),
         b's' | b'u' => return fixed(2),
         b'I' | b'i' | b'f' => return fixed(4),
         b'l' | b'd' | b'T' => return fixed(8),

@@ -22,9 +22,6 @@ pub enum CodecError {
         /// The limit that was hit.
         max: usize,
     },
-    /// A boolean field value that is neither 0 nor 1.
-    #[error("invalid boolean octet {0:#04x}")]
-    InvalidBool(u8),
     /// A short string longer than 255 bytes (only possible when building one, never on the wire).
     #[error("short string of {0} bytes is longer than 255")]
     ShortStrTooLong(usize),
@@ -36,7 +33,8 @@ pub enum CodecError {
         /// The method id received.
         method_id: u16,
     },
-    /// A content-header flag word with bits the class does not define, or a continuation word.
+    /// A content-header flag word with the continuation bit set (another flag word would follow, for
+    /// properties no class of 0-9-1 has).
     #[error("invalid property flags {0:#06x}")]
     InvalidPropertyFlags(u16),
 }

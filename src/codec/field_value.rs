@@ -13,7 +13,7 @@ use crate::codec::{FieldArray, FieldTable, LongStr, Timestamp};
 /// Equality compares floats by their bits, so a decoded `NaN` equals the `NaN` that was encoded.
 #[derive(Debug, Clone)]
 pub enum FieldValue {
-    /// `t`: boolean (octet 0 or 1).
+    /// `t`: boolean (written as octet 0 or 1; any octet but 0 reads as true, as RabbitMQ reads it).
     Bool(bool),
     /// `b`: signed 8-bit.
     I8(i8),

@@ -268,12 +268,29 @@ fn reserved_property_is_read_and_dropped() {
     let (rest, props) = BasicProperties::decode(&buf).unwrap();
     assert!(rest.is_empty());
     assert_eq!(props, BasicProperties::default().with_content_type("t"));
-    for flags in [0x0001u16, 0x0002] {
-        let err = BasicProperties::decode(&flags.to_be_bytes()).unwrap_err();
-        assert_eq!(
-            crate::codec::CodecError::from(err),
-            crate::codec::CodecError::InvalidPropertyFlags(flags)
-        );
+    // The continuation bit is refused; bit 1, which no basic property uses, is ignored (RabbitMQ
+    // relays it from a publisher untouched).
+    let err = BasicProperties::decode(&0x0001u16.to_be_bytes()).unwrap_err();
+    assert_eq!(
+        crate::codec::CodecError::from(err),
+        crate::codec::CodecError::InvalidPropertyFlags(1)
+    );
+    for flags in [0x0002u16, 0x8006] {
+        let mut buf = BytesMut::new();
+        buf.put_u16(flags);
+        if flags & 0x8000 != 0 {
+            buf.put_slice(b"\x01t\x02id");
+        }
+        let (rest, props) = BasicProperties::decode(&buf).unwrap();
+        assert!(rest.is_empty());
+        let (rest, ()) = BasicProperties::validate(&buf).unwrap();
+        assert!(rest.is_empty());
+        let expected = if flags & 0x8000 != 0 {
+            BasicProperties::default().with_content_type("t")
+        } else {
+            BasicProperties::default()
+        };
+        assert_eq!(props, expected, "flags {flags:#06x}");
     }
 }
 
