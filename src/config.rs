@@ -16,14 +16,16 @@
 //! - `amqp` connects over TCP (default port 5672), `amqps` over TLS (default port 5671). The scheme is
 //!   case-insensitive; anything else is [`ConfigError::UnsupportedScheme`].
 //! - The user name and password are percent-decoded. Without any user info (no `@`), both default to
-//!   `guest`; with user info, what is given is used as is (`amqp://user@host` has an empty password,
-//!   `amqp://:@host` an empty user and password).
+//!   `guest`; without a `:` in it, only the user name is given and the password stays `guest`
+//!   (`amqp://user@host`, as the specification's examples, the Java client and the Go client read it);
+//!   `amqp://:@host` has an empty user and password.
 //! - The host is percent-decoded; an empty host means `localhost`. IPv6 literals are written in
 //!   brackets (`amqp://[::1]:5672`) and stored without them (`::1`).
 //! - The vhost is the percent-decoded path after the first `/`, so the default vhost `/` is written
 //!   `%2F` and `a%2Fb` means the vhost `a/b`. A path with an unescaped second `/` is an error.
-//!   The specification strictly reads `amqp://host/` as the empty vhost; like the Java and Go clients,
-//!   coney reads both `amqp://host` and `amqp://host/` as the default vhost `/`.
+//!   The specification strictly reads `amqp://host/` as the empty vhost; like the Go client (the Java
+//!   client gives the empty vhost there), coney reads both `amqp://host` and `amqp://host/` as the
+//!   default vhost `/`.
 //! - A fragment (`#...`) is an error: it is almost always a password with an unescaped `#`.
 //! - Without user info, an `@` anywhere after the host (in the vhost or the query) is an error: it is
 //!   almost always the rest of a password cut short by an unescaped `/` or `?` (`amqp://user:12/ab@host`
@@ -38,7 +40,7 @@
 //! | `channel_max` | [`channel_max`](ConnectionConfig::channel_max) | `0` (no limit) to 65535 |
 //! | `connection_timeout` | [`connection_timeout`](ConnectionConfig::connection_timeout) | milliseconds, at least 1 |
 //! | `rpc_timeout` | [`rpc_timeout`](ConnectionConfig::rpc_timeout) | milliseconds, at least 1 |
-//! | `auth_mechanism` | [`auth_mechanism`](ConnectionConfig::auth_mechanism) | `plain`, `amqplain` or `external` (any case) |
+//! | `auth_mechanism` | [`auth_mechanism`](ConnectionConfig::auth_mechanism) | `plain`, `amqplain` or `external` (any case), given once |
 //! | `connection_name` | [`connection_name`](ConnectionConfig::connection_name) | any text |
 //! | `cacertfile`, `certfile`, `keyfile` | [`tls_params`](ConnectionConfig::tls_params) | file paths |
 //! | `verify` | [`tls_params`](ConnectionConfig::tls_params) | `verify_peer` or `verify_none` |
@@ -53,6 +55,7 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
+use crate::{codec::ShortStr, spec::FRAME_MIN_SIZE};
 use url::{form_urlencoded, Host, Url};
 
 pub use crate::client::TlsConfig;
@@ -61,10 +64,8 @@ pub use crate::client::TlsConfig;
 const AMQP_PORT: u16 = 5672;
 /// Default port of `amqps://`.
 const AMQPS_PORT: u16 = 5671;
-/// spec: "frame-max ... The minimum non-zero value is 4096."
-const FRAME_MIN_SIZE: u32 = 4096;
 /// The vhost travels in a shortstr (`connection.open`).
-const VHOST_MAX_LEN: usize = 255;
+const VHOST_MAX_LEN: usize = ShortStr::MAX_LEN;
 
 /// Everything needed to open one connection: where, who, and the limits and timeouts to use.
 ///
@@ -182,9 +183,14 @@ impl ConnectionConfig {
         };
 
         if let Some(userinfo) = raw.userinfo {
-            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            config.username = percent_decode(user, "user name")?;
-            config.password = Secret::new(percent_decode(password, "password")?);
+            match userinfo.split_once(':') {
+                Some((user, password)) => {
+                    config.username = percent_decode(user, "user name")?;
+                    config.password = Secret::new(percent_decode(password, "password")?);
+                }
+                // The specification's `amqp://user@`: a user name, and no password.
+                None => config.username = percent_decode(userinfo, "user name")?,
+            }
         }
 
         let (host, port) = parse_host_port(raw.host_port)?;
@@ -196,7 +202,19 @@ impl ConnectionConfig {
         config.vhost = parse_vhost(raw.path)?;
 
         if let Some(query) = raw.query {
+            let mut mechanisms = 0;
             for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+                // The Erlang client takes several and tries them in order; coney takes one, and says
+                // so rather than keep the last (a URI meant as "EXTERNAL, else PLAIN" must not turn
+                // into PLAIN with the default credentials).
+                if name == "auth_mechanism" {
+                    mechanisms += 1;
+                    if mechanisms > 1 {
+                        return Err(invalid_uri(
+                            "auth_mechanism is given more than once; coney takes one mechanism",
+                        ));
+                    }
+                }
                 config.apply_parameter(&name, &value)?;
             }
         }
@@ -696,7 +714,7 @@ fn parse_host_port(host_port: &str) -> Result<(String, Option<u16>), ConfigError
 
 /// The vhost from the URI path: the percent-decoded text after the leading `/`.
 fn parse_vhost(path: &str) -> Result<String, ConfigError> {
-    // Strictly "amqp://host/" names the empty vhost; like Java and Go, treat it as the default.
+    // Strictly "amqp://host/" names the empty vhost; like the Go client, treat it as the default.
     let segment = match path.strip_prefix('/') {
         None | Some("") => return Ok("/".to_owned()),
         Some(segment) => segment,
@@ -882,8 +900,19 @@ mod tests {
         assert_eq!(c.host, "localhost");
         assert_eq!(c.vhost, "/"); // the spec says ""; see the module docs
 
+        let repeated =
+            ConnectionConfig::from_uri("amqp://h?auth_mechanism=external&auth_mechanism=plain");
+        assert!(
+            matches!(&repeated, Err(ConfigError::InvalidUri(text)) if text.contains("more than once")),
+            "{repeated:?}"
+        );
+
+        // The specification's example: a user name, the password absent (so the default).
         let c = parse("amqp://user@");
-        assert_eq!((c.username.as_str(), c.password.expose()), ("user", ""));
+        assert_eq!(
+            (c.username.as_str(), c.password.expose()),
+            ("user", "guest")
+        );
         assert_eq!(c.host, "localhost");
 
         let c = parse("amqp://user:pass@");
@@ -909,8 +938,9 @@ mod tests {
 
     #[test]
     fn userinfo_cases() {
+        // Empty user info: an empty user name and no password (so the default), as Java and Go read it.
         let c = parse("amqp://@host");
-        assert_eq!((c.username.as_str(), c.password.expose()), ("", ""));
+        assert_eq!((c.username.as_str(), c.password.expose()), ("", "guest"));
         let c = parse("amqp://user:@host");
         assert_eq!((c.username.as_str(), c.password.expose()), ("user", ""));
         let c = parse("amqp://:pw@host");

@@ -135,6 +135,25 @@ async fn closed_port_fails_with_connect_error() {
     .await
 }
 
+/// An IPv6 literal is connected to as an address (no lookup) and named in brackets in the error.
+#[tokio::test]
+async fn an_ipv6_literal_is_named_in_brackets() {
+    with_timeout(async {
+        let config = config()
+            .with_host("::1")
+            .with_port(1)
+            .with_connection_timeout(Duration::from_secs(5));
+        let err = Connection::connect_with(config)
+            .await
+            .expect_err("nothing listens on port 1");
+        match &err {
+            Error::Connect { addr, .. } => assert_eq!(addr, "[::1]:1"),
+            other => panic!("expected Connect, got {other:?}"),
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn silent_server_times_out() {
     with_timeout(async {

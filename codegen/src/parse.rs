@@ -164,7 +164,8 @@ fn method(
 
 impl Spec {
     /// Adds what `extra` declares and `self` lacks: constants, domains, classes and methods, matched by
-    /// name. A method present in both keeps `self`'s definition.
+    /// name. A method present in both keeps `self`'s index and fields; `extra` may only make it
+    /// synchronous and add responses.
     pub fn merge(&mut self, extra: Spec) {
         for constant in extra.constants {
             if !self.constants.iter().any(|c| c.name == constant.name) {
@@ -180,8 +181,19 @@ impl Spec {
             match self.classes.iter_mut().find(|c| c.name == class.name) {
                 Some(existing) => {
                     for method in class.methods {
-                        if !existing.methods.iter().any(|m| m.name == method.name) {
-                            existing.methods.push(method);
+                        match existing.methods.iter_mut().find(|m| m.name == method.name) {
+                            // An existing method keeps its index and fields; the extra file can only
+                            // make it synchronous and add the replies it lacks (the stripped spec
+                            // gives basic.recover neither, while RabbitMQ answers it with recover-ok).
+                            Some(m) => {
+                                m.synchronous |= method.synchronous;
+                                for response in method.responses {
+                                    if !m.responses.contains(&response) {
+                                        m.responses.push(response);
+                                    }
+                                }
+                            }
+                            None => existing.methods.push(method),
                         }
                     }
                 }

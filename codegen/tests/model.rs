@@ -104,7 +104,23 @@ fn constants_and_reply_codes() {
         .iter()
         .filter(|c| c.class.as_deref() == Some("hard-error"))
         .count();
-    assert_eq!((soft, hard), (6, 11));
+    // RabbitMQ's no-route (312), from rabbitmq-additions.xml, is the seventh soft error.
+    assert_eq!(get("no-route").value, 312);
+    assert_eq!(get("no-route").class.as_deref(), Some("soft-error"));
+    assert_eq!((soft, hard), (7, 11));
+}
+
+/// The additions can make an existing method synchronous and give it a reply, and nothing else:
+/// basic.recover keeps the main file's index and field.
+#[test]
+fn the_additions_make_basic_recover_synchronous() {
+    let spec = real_spec();
+    let recover = method(&spec, "basic", "recover");
+    assert!(recover.synchronous);
+    assert_eq!(recover.responses, ["recover-ok"]);
+    assert_eq!(recover.index, 110);
+    let fields: Vec<&str> = recover.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(fields, ["requeue"]);
 }
 
 #[test]

@@ -751,7 +751,7 @@ where
                     }
                 };
                 track_direct_settlement(&mut slot.acks, &method);
-                let responses = rpc_responses(&method);
+                let responses = method.info().responses;
                 // Waiting RPCs whose callers gave up are dropped now rather than when the one in flight
                 // is answered: a broker that never answers it must not make a retrying caller's
                 // attempts, arguments tables and all, pile up here.
@@ -1497,10 +1497,11 @@ where
                 }
             }
             Method::BasicGetOk(ok) => {
-                let is_get = slot
-                    .rpcs
-                    .front()
-                    .is_some_and(|h| h.method.is_none() && h.responses.contains(&(60, 71)));
+                let is_get = slot.rpcs.front().is_some_and(|h| {
+                    h.method.is_none()
+                        && h.responses
+                            .contains(&(basic::GetOk::CLASS_ID, basic::GetOk::METHOD_ID))
+                });
                 if !is_get {
                     let text = format!("unexpected basic.get-ok on channel {channel}");
                     return Err(close_for_violation(
@@ -1651,16 +1652,6 @@ where
             }
         };
         let _ = tokio::time::timeout(close_timeout, drain).await;
-    }
-}
-
-/// The replies a synchronous method waits for, as the spec lists them, except that the stripped spec
-/// coney is generated from gives basic.recover no `<response>`: RabbitMQ (and the full 0-9-1 spec) answer
-/// it with basic.recover-ok, which would otherwise match no waiter and be taken for a protocol violation.
-fn rpc_responses(method: &Method) -> &'static [(u16, u16)] {
-    match method {
-        Method::BasicRecover(_) => &[(basic::RecoverOk::CLASS_ID, basic::RecoverOk::METHOD_ID)],
-        other => other.info().responses,
     }
 }
 

@@ -47,8 +47,15 @@ pub(crate) async fn connect(
         }
         None
     };
-    let addr = format!("{}:{}", config.host, config.port);
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(&addr)).await {
+    // An IPv6 literal is shown in brackets; the connect takes host and port apart, so a literal
+    // address needs no lookup.
+    let addr = if config.host.contains(':') {
+        format!("[{}]:{}", config.host, config.port)
+    } else {
+        format!("{}:{}", config.host, config.port)
+    };
+    let connect = TcpStream::connect((config.host.as_str(), config.port));
+    let stream = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             return Err(Error::Connect {
