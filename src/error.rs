@@ -53,10 +53,12 @@ pub enum Error {
     /// The broker closed the channel (a soft error such as 404 or 406).
     #[error("channel closed by broker: {0}")]
     ChannelClosed(CloseReason),
-    /// The broker broke the protocol; the client closed the connection with this code.
-    #[error("protocol violation, connection closed with {code}: {text}")]
+    /// The broker broke the protocol, and the client ended the connection. Once the broker has sent
+    /// `connection.start` the client says why in a `connection.close` carrying `code`; before that
+    /// there is no AMQP conversation to close, so it closes the socket and sends nothing.
+    #[error("protocol violation ({code}): {text}")]
     Protocol {
-        /// Reply code the client sent.
+        /// The reply code the spec gives the violation (sent in `connection.close` if one was sent).
         code: ReplyCode,
         /// What was wrong.
         text: String,
