@@ -33,6 +33,9 @@ use crate::{
 /// The default ([`TlsConfig::new`]) is the secure one: the server's certificate must chain to one of
 /// the bundled Mozilla root certificates ([`webpki-roots`](https://docs.rs/webpki-roots)) and be valid
 /// for the host name connected to, which is also sent in SNI. TLS 1.2 and 1.3 are offered; nothing older.
+/// A broker whose certificate comes from a private CA needs that CA trusted: its file
+/// ([`trust_ca_file`](TlsConfig::trust_ca_file), the URI's `cacertfile`), or the operating system's
+/// trust store where it is installed ([`trust_system_roots`](TlsConfig::trust_system_roots)).
 ///
 /// ```
 /// use coney::{ConnectionConfig, TlsConfig};
@@ -50,8 +53,11 @@ use crate::{
 /// `server_name_indication` parameters. `Debug` never shows key material.
 #[derive(Clone, Default)]
 pub struct TlsConfig {
-    /// CA certificates to trust instead of the bundled roots; empty means the bundled roots.
+    /// CA certificates to trust instead of the bundled roots; empty means the bundled roots, unless
+    /// `system_roots` is set.
     trusted_cas: Vec<PemSource>,
+    /// Trust the operating system's CA certificates (instead of the bundled roots).
+    system_roots: bool,
     client_cert: Option<(PemSource, PemSource)>,
     rustls: Option<Arc<ClientConfig>>,
     server_name: Option<String>,
@@ -118,6 +124,24 @@ impl TlsConfig {
     /// Trusts the CA certificates in `pem` (PEM text) instead of the bundled roots.
     pub fn trust_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> TlsConfig {
         self.trusted_cas.push(PemSource::Memory(pem.into()));
+        self
+    }
+
+    /// Trusts the operating system's CA certificates **instead of** the bundled roots (together with
+    /// any [`trust_ca_file`](TlsConfig::trust_ca_file) or [`trust_ca_pem`](TlsConfig::trust_ca_pem)),
+    /// as the Go client and OpenSSL-based clients do by default: a CA installed system-wide (with
+    /// `update-ca-certificates`, `update-ca-trust`, a keychain or the Windows store) is then trusted
+    /// without naming its file.
+    ///
+    /// The store is read when a connection is made, by
+    /// [`rustls-native-certs`](https://docs.rs/rustls-native-certs): on Linux and other Unix systems
+    /// the PEM bundle OpenSSL would use (`SSL_CERT_FILE` and `SSL_CERT_DIR` override where it is
+    /// looked for, as they do for OpenSSL), on macOS the keychains, on Windows the system store.
+    /// A store from which no certificate can be read fails the connection with [`Error::Tls`] of kind
+    /// [`TlsErrorKind::CertificateFile`] before any network traffic; certificates in it that cannot be
+    /// used are skipped, with a warning.
+    pub fn trust_system_roots(mut self) -> TlsConfig {
+        self.system_roots = true;
         self
     }
 
@@ -250,12 +274,15 @@ impl TlsConfig {
     }
 
     fn root_store(&self) -> Result<RootCertStore, Error> {
-        if self.trusted_cas.is_empty() {
+        if self.trusted_cas.is_empty() && !self.system_roots {
             return Ok(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             });
         }
         let mut store = RootCertStore::empty();
+        if self.system_roots {
+            add_system_roots(&mut store)?;
+        }
         for source in &self.trusted_cas {
             for cert in load_certificates(source, "CA certificate")? {
                 store.add(cert).map_err(|e| {
@@ -284,6 +311,7 @@ impl PartialEq for TlsConfig {
         };
         same_rustls
             && self.trusted_cas == other.trusted_cas
+            && self.system_roots == other.system_roots
             && self.client_cert == other.client_cert
             && self.server_name == other.server_name
             && self.disable_sni == other.disable_sni
@@ -296,9 +324,12 @@ impl Eq for TlsConfig {}
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TlsConfig");
-        if self.trusted_cas.is_empty() {
+        if self.trusted_cas.is_empty() && !self.system_roots {
             d.field("trust", &"bundled webpki roots");
         } else {
+            if self.system_roots {
+                d.field("trust_system_roots", &true);
+            }
             d.field("trust", &self.trusted_cas);
         }
         d.field(
@@ -377,6 +408,37 @@ fn load_certificates(
         ));
     }
     Ok(certs)
+}
+
+/// Adds the operating system's CA certificates to `store` ([`TlsConfig::trust_system_roots`]).
+fn add_system_roots(store: &mut RootCertStore) -> Result<(), Error> {
+    let found = rustls_native_certs::load_native_certs();
+    let (added, unusable) = store.add_parsable_certificates(found.certs);
+    let problems = found
+        .errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    if added == 0 {
+        return Err(tls_error(
+            TlsErrorKind::CertificateFile,
+            if problems.is_empty() {
+                "the operating system's trust store holds no usable CA certificate".to_owned()
+            } else {
+                format!("the operating system's trust store could not be read: {problems}")
+            },
+        ));
+    }
+    if unusable > 0 || !problems.is_empty() {
+        tracing::warn!(
+            added,
+            unusable,
+            problems = %problems,
+            "some of the operating system's CA certificates could not be used"
+        );
+    }
+    Ok(())
 }
 
 /// What is wrong with PEM text, without quoting it.
@@ -471,7 +533,8 @@ fn from_rustls(e: &rustls::Error) -> Error {
         E::InvalidCertificate(CertificateError::UnknownIssuer) => (
             TlsErrorKind::UnknownIssuer,
             "the server's certificate is not signed by a trusted certificate authority \
-             (trust its CA with trust_ca_file or cacertfile)"
+             (trust its CA with trust_ca_file or cacertfile, or with trust_system_roots if it is \
+             installed in the system's trust store)"
                 .to_owned(),
         ),
         E::InvalidCertificate(
@@ -651,6 +714,20 @@ mod tests {
         assert!(!text.contains("SECRETKEYBYTES"), "{text}");
         let config = crate::ConnectionConfig::default().with_tls(tls);
         assert!(!format!("{config:?}").contains("SECRETKEYBYTES"));
+    }
+
+    #[test]
+    fn system_roots_are_part_of_the_settings() {
+        let bundled = TlsConfig::new();
+        let system = TlsConfig::new().trust_system_roots();
+        assert_ne!(bundled, system);
+        assert_eq!(system, TlsConfig::new().trust_system_roots());
+        assert!(format!("{bundled:?}").contains("bundled webpki roots"));
+        let text = format!("{system:?}");
+        assert!(
+            text.contains("trust_system_roots") && !text.contains("bundled"),
+            "{text}"
+        );
     }
 
     #[test]
