@@ -54,8 +54,9 @@ pub enum Error {
     #[error("channel closed by broker: {0}")]
     ChannelClosed(CloseReason),
     /// The broker broke the protocol, and the client ended the connection. Once the broker has sent
-    /// `connection.start` the client says why in a `connection.close` carrying `code`; before that
-    /// there is no AMQP conversation to close, so it closes the socket and sends nothing.
+    /// `connection.start` the client says why in a `connection.close` carrying `code`, unless a close
+    /// was already under way; before that there is no AMQP conversation to close, so it closes the
+    /// socket and sends nothing.
     #[error("protocol violation ({code}): {text}")]
     Protocol {
         /// The reply code the spec gives the violation (sent in `connection.close` if one was sent).

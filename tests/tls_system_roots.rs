@@ -3,7 +3,8 @@
 //! one, through `SSL_CERT_FILE`, which is read (as OpenSSL reads it) each time a connection is made.
 //!
 //! One test in a binary of its own, because it changes the process's environment: no other test runs
-//! beside it, and no connection is being made while a variable changes.
+//! beside it, and no connection is being made while a variable changes. Do not add a second test to
+//! this file; it would run on another thread while the environment changes.
 
 mod support_node;
 

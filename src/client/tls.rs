@@ -129,17 +129,27 @@ impl TlsConfig {
 
     /// Trusts the operating system's CA certificates **instead of** the bundled roots (together with
     /// any [`trust_ca_file`](TlsConfig::trust_ca_file) or [`trust_ca_pem`](TlsConfig::trust_ca_pem)),
-    /// as the Go client and OpenSSL-based clients do by default: a CA installed system-wide (with
-    /// `update-ca-certificates`, `update-ca-trust`, a keychain or the Windows store) is then trusted
-    /// without naming its file.
+    /// as the Go client does by default: a CA installed system-wide (with `update-ca-certificates` or
+    /// `update-ca-trust`) is then trusted without naming its file.
     ///
-    /// The store is read when a connection is made, by
-    /// [`rustls-native-certs`](https://docs.rs/rustls-native-certs): on Linux and other Unix systems
-    /// the PEM bundle OpenSSL would use (`SSL_CERT_FILE` and `SSL_CERT_DIR` override where it is
-    /// looked for, as they do for OpenSSL), on macOS the keychains, on Windows the system store.
+    /// The store is read by [`rustls-native-certs`](https://docs.rs/rustls-native-certs) each time a
+    /// connection is made (so a CA added later is seen by the next connection; reading a bundle of a
+    /// few hundred certificates takes some milliseconds, on the connecting task's thread):
+    /// - If `SSL_CERT_FILE` or `SSL_CERT_DIR` is set, only the file and directory they name are read,
+    ///   on every platform (OpenSSL and Go would still read the other default location).
+    /// - Otherwise, on Linux and other Unix systems: the first CA bundle found at the usual paths
+    ///   (`/etc/ssl/certs/ca-certificates.crt`, `/etc/pki/tls/certs/ca-bundle.crt`, ...) and the
+    ///   usual certificate directories (the `openssl-probe` crate's list).
+    /// - On macOS: certificates in the keychains whose trust settings make them roots (a CA imported
+    ///   without `security add-trusted-cert` is not); on Windows: the current user's `ROOT` store.
+    ///   Neither is tested by this crate's CI, which runs on Linux; for the platform's own verifier
+    ///   (revocation, intermediates from the platform store) give
+    ///   [`with_rustls_config`](TlsConfig::with_rustls_config) a configuration from
+    ///   [`rustls-platform-verifier`](https://docs.rs/rustls-platform-verifier).
+    ///
     /// A store from which no certificate can be read fails the connection with [`Error::Tls`] of kind
-    /// [`TlsErrorKind::CertificateFile`] before any network traffic; certificates in it that cannot be
-    /// used are skipped, with a warning.
+    /// [`TlsErrorKind::CertificateFile`] before any network traffic. Certificates in it that cannot be
+    /// used are skipped (the first time, with a warning). There is no URI parameter for it.
     pub fn trust_system_roots(mut self) -> TlsConfig {
         self.system_roots = true;
         self
@@ -430,13 +440,16 @@ fn add_system_roots(store: &mut RootCertStore) -> Result<(), Error> {
             },
         ));
     }
+    static WARNING: Once = Once::new();
     if unusable > 0 || !problems.is_empty() {
-        tracing::warn!(
+        WARNING.call_once(|| {
+            tracing::warn!(
             added,
             unusable,
-            problems = %problems,
-            "some of the operating system's CA certificates could not be used"
-        );
+                problems = %problems,
+                "some of the operating system's CA certificates could not be used (not warned again)"
+            )
+        });
     }
     Ok(())
 }

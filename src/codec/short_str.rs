@@ -14,7 +14,7 @@ use crate::codec::CodecError;
 /// An AMQP short string: UTF-8, at most 255 bytes, checked when it is built.
 ///
 /// Received from the network, bytes that are not UTF-8 are decoded lossily rather than refused (see
-/// [`ShortStr::from_wire`]'s rule below): each invalid sequence becomes U+FFFD, as in the Java client.
+/// `ShortStr::from_wire`'s rule, in the source): each invalid sequence becomes U+FFFD, as in the Java client.
 ///
 /// Cheap to clone (it shares its bytes). Queue names, exchange names, routing keys and consumer tags are
 /// short strings.

@@ -120,12 +120,13 @@ pub enum ChannelCloseCause {
 /// Why the connection cannot go on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConnectionError {
-    /// The peer broke the protocol; we sent `connection.close` with this code.
+    /// The peer broke the protocol. `connection.close` with this code is queued unless the handshake
+    /// has not reached `connection.start` (nothing is sent then) or a close was already under way.
     #[error("protocol violation ({code}): {text}")]
     Violation {
-        /// Code sent in connection.close.
+        /// The code the spec gives the violation (the one in connection.close, if one is sent).
         code: ReplyCode,
-        /// Text sent.
+        /// What was wrong (the close's reply text, if one is sent).
         text: String,
     },
     /// The server sent `connection.close` (we answered close-ok).
