@@ -10,7 +10,8 @@ use std::{
 use bytes::Bytes;
 use coney::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions},
-    BasicProperties, Channel, Confirmation, Consumer, Delivery, Error, FieldTable,
+    BasicProperties, Channel, Confirmation, Consumer, Delivery, Error, FieldTable, ReplyCode,
+    ShortStr,
 };
 use support::*;
 
@@ -475,6 +476,91 @@ async fn channel_flow_and_global_qos() {
         .await
         .expect("global qos");
         assert!(ch.is_open());
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// RabbitMQ's direct reply-to, the request/reply pattern without a reply queue: the requester consumes
+/// the pseudo-queue `amq.rabbitmq.reply-to` (no-ack) and publishes with that name as `reply_to`; the
+/// broker rewrites it to a per-channel name, to which the server publishes its reply on the default
+/// exchange. An acking consumer of the pseudo-queue is refused with 406, and only its channel closes.
+#[tokio::test]
+async fn direct_reply_to_round_trip() {
+    with_timeout(async {
+        let (conn, requester) = connect_channel().await;
+        let server = conn.open_channel().await.expect("server channel");
+        let q = unique("direct-reply");
+        declare_exclusive(&server, &q).await;
+        let mut requests = consume(&server, &q).await;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let mut replies = requester
+            .basic_consume("amq.rabbitmq.reply-to", "", no_ack, FieldTable::new())
+            .await
+            .expect("consume amq.rabbitmq.reply-to");
+        for n in 0..3 {
+            let id = ShortStr::try_from(format!("request-{n}")).unwrap();
+            let request = BasicProperties::default()
+                .with_reply_to("amq.rabbitmq.reply-to")
+                .with_correlation_id(id.clone());
+            let sent = requester
+                .basic_publish("", &q, BasicPublishOptions::default(), request, "ping")
+                .await
+                .expect("publish the request");
+            assert!(matches!(sent.await, Ok(Confirmation::NotRequested)));
+
+            let delivery = next(&mut requests).await;
+            let reply_to = delivery.properties.reply_to.clone().expect("reply_to");
+            assert!(
+                reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+                "the broker rewrites reply_to: {reply_to}"
+            );
+            let answer = BasicProperties::default().with_correlation_id(
+                delivery
+                    .properties
+                    .correlation_id
+                    .clone()
+                    .expect("correlation_id"),
+            );
+            let sent = server
+                .basic_publish(
+                    "",
+                    reply_to.as_str(),
+                    BasicPublishOptions::default(),
+                    answer,
+                    "pong",
+                )
+                .await
+                .expect("publish the reply");
+            assert!(matches!(sent.await, Ok(Confirmation::NotRequested)));
+            delivery.ack().await.expect("ack the request");
+
+            let reply = next(&mut replies).await;
+            assert_eq!(&reply.body[..], b"pong");
+            assert_eq!(reply.properties.correlation_id.as_ref(), Some(&id));
+            assert_eq!(reply.consumer_tag.as_str(), replies.tag());
+        }
+
+        let acking = conn.open_channel().await.expect("third channel");
+        let err = acking
+            .basic_consume(
+                "amq.rabbitmq.reply-to",
+                "",
+                BasicConsumeOptions::default(),
+                FieldTable::new(),
+            )
+            .await
+            .expect_err("an acking reply-to consumer is refused");
+        assert_eq!(
+            err.reply_code(),
+            Some(ReplyCode::PRECONDITION_FAILED),
+            "{err:?}"
+        );
+        assert!(!acking.is_open());
+        assert!(requester.is_open() && server.is_open() && conn.is_open());
         conn.close().await.expect("close");
     })
     .await

@@ -215,8 +215,7 @@ async fn another_connections_exclusive_queue_is_405() {
         let err = ch
             .basic_consume(&q, "", BasicConsumeOptions::default(), FieldTable::new())
             .await
-            .err()
-            .expect("consuming another connection's exclusive queue must fail");
+            .expect_err("consuming another connection's exclusive queue must fail");
         assert_channel_closed(&ch, &err, ReplyCode::RESOURCE_LOCKED);
 
         let ch2 = other.open_channel().await.expect("next channel");

@@ -39,6 +39,15 @@ pub struct Consumer {
     reported: bool,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag())
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     pub(crate) fn new(
         rx: DeliveryReceiver,
