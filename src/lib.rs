@@ -22,6 +22,7 @@
 //! [`Consumer`], [`Delivery`], [`PublishConfirm`]).
 
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 pub mod client;
 pub mod codec;

@@ -30,6 +30,7 @@ use crate::{
 };
 
 /// Messages returned by the broker on a channel without confirms; see [`Channel::returned_messages`].
+#[derive(Debug)]
 pub struct ReturnedMessages {
     rx: mpsc::Receiver<ReturnedMessage>,
 }
