@@ -135,3 +135,74 @@ async fn a_channel_the_broker_closes_is_reported_and_the_connection_goes_on() {
     })
     .await;
 }
+
+/// The `closed` futures hold no handle: made before the last handles are dropped, they resolve when the
+/// drops have closed the channel and the connection (a waiter holding a handle would keep both open).
+#[tokio::test]
+async fn waiting_keeps_nothing_open() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let connection_closed = tokio::spawn(conn.closed());
+        let channel_closed = tokio::spawn(ch.closed());
+        drop(ch);
+        let err = tokio::time::timeout(Duration::from_secs(5), channel_closed)
+            .await
+            .expect("the dropped channel's waiter is answered")
+            .expect("task");
+        assert!(matches!(err, Error::ClosedByClient("channel")), "{err:?}");
+        assert!(conn.is_open());
+        drop(conn);
+        let err = tokio::time::timeout(Duration::from_secs(5), connection_closed)
+            .await
+            .expect("the dropped connection's waiter is answered")
+            .expect("task");
+        assert!(
+            matches!(err, Error::ClosedByClient("connection")),
+            "{err:?}"
+        );
+    })
+    .await
+}
+
+/// A driver task that stops without closing (here its runtime shuts down; a panic is the same) still
+/// ends the connection for its handles: `closed` waiters on another runtime are answered with an I/O
+/// error that says so, and the channel's too (it would otherwise never be marked closed).
+#[test]
+fn a_driver_whose_runtime_shuts_down_ends_every_waiter() {
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (conn, ch) = first.block_on(connect_channel());
+    let connection_closed = conn.closed();
+    let channel_closed = ch.closed();
+    drop(first);
+
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        for (what, err) in [
+            (
+                "connection",
+                tokio::time::timeout(Duration::from_secs(5), connection_closed).await,
+            ),
+            (
+                "channel",
+                tokio::time::timeout(Duration::from_secs(5), channel_closed).await,
+            ),
+        ] {
+            let err = err.unwrap_or_else(|_| panic!("the {what}'s waiter is answered"));
+            assert!(
+                matches!(&err, Error::Io(e) if e.to_string().contains("driver task stopped")),
+                "{what}: {err:?}"
+            );
+        }
+        assert!(!conn.is_open() && !ch.is_open());
+        assert!(conn.close_reason().is_some() && ch.close_reason().is_some());
+        drop(ch);
+        drop(conn);
+    });
+}

@@ -248,10 +248,14 @@ impl Channel {
     /// or the connection's error when the connection ended. The same error
     /// [`Channel::close_reason`] returns from then on.
     ///
-    /// Any number of callers may wait, and waiting keeps nothing open. The channel's consumers,
-    /// confirms and pending calls end with the same reason.
-    pub async fn closed(&self) -> Error {
-        self.inner.shared.wait_closed().await
+    /// Any number of callers may wait. The channel's consumers, confirms and pending calls end with the
+    /// same reason. The future holds no handle (it borrows nothing and is `'static`), so it does not
+    /// keep the channel open: made before the channel's last handle is dropped, it resolves once the
+    /// drop has closed it. (A clone of the channel moved into a task to call `closed` there is a
+    /// handle, and keeps it open.)
+    pub fn closed(&self) -> impl std::future::Future<Output = Error> + Send + 'static {
+        let shared = self.inner.shared.clone();
+        async move { shared.wait_closed().await }
     }
 
     /// Closes the channel (channel.close with 200, waits for close-ok). Pending calls fail with

@@ -178,12 +178,17 @@ impl Connection {
     /// error, a protocol violation). The same error [`Connection::close_reason`] returns from then on.
     ///
     /// Any number of callers may wait. This is where a reconnect loop learns that it must reconnect
-    /// (as with Go's `NotifyClose` or the Java client's shutdown listeners); every channel, consumer
-    /// and pending operation of the connection ends with the same reason.
-    pub async fn closed(&self) -> Error {
-        // The driver records the reason, then closes its command queue, then lets go of every waiter.
-        self.inner.commands.closed().await;
-        self.inner.shared.error()
+    /// (as with Go's `NotifyClose` or the Java client's shutdown listeners); by the time it resolves,
+    /// every channel, consumer and pending operation of the connection has ended with the same reason.
+    ///
+    /// The future holds no handle (it borrows nothing and is `'static`), so it does not keep the
+    /// connection open: `tokio::spawn(connection.closed())` watches a connection that closes when its
+    /// last handle is dropped. (A clone of the connection moved into a task to call `closed` there is a
+    /// handle, and keeps it open.) If the driver task stops without closing (it panicked, or its
+    /// runtime shut down), the reason is an [`Error::Io`] that says so.
+    pub fn closed(&self) -> impl std::future::Future<Output = Error> + Send + 'static {
+        let shared = self.inner.shared.clone();
+        async move { shared.wait_ended().await }
     }
 
     /// Renews the secret (password or token) this connection authenticated with:
@@ -200,6 +205,11 @@ impl Connection {
     /// calls at once go out one at a time, in call order. A secret and reason that do not fit one frame
     /// of the negotiated frame-max, or a reason over 255 bytes, fail with [`Error::InvalidArgument`]
     /// before anything is sent.
+    ///
+    /// An [`Error::Timeout`] after the update went out leaves its outcome unknown, and the next update
+    /// waits behind it (its answer, if it comes, still pairs with it); RabbitMQ answers or closes the
+    /// connection, so a timeout means a broker that stopped answering: close the connection and
+    /// connect again with the new secret.
     pub async fn update_secret(&self, new_secret: &str, reason: &str) -> Result<(), Error> {
         let update = connection::UpdateSecret {
             new_secret: LongStr::from(new_secret.to_owned()),
@@ -401,6 +411,8 @@ where
         close_requested: Default::default(),
         close_notify: Default::default(),
         rpc_timeout: config.rpc_timeout,
+        ended: Default::default(),
+        ended_notify: Default::default(),
     });
     let driver = Driver::new(
         reader,

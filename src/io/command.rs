@@ -214,6 +214,10 @@ pub(crate) struct ConnectionShared {
     /// `rpc_timeout`: how long a handle's operation may wait in all. The driver gives it to each channel
     /// it opens, for its deliveries' acks.
     pub rpc_timeout: Duration,
+    /// Set once the driver has ended every channel and answered every waiter, with `error` set first;
+    /// then `ended_notify` is notified (all waiters), for [`Connection::closed`](crate::Connection::closed).
+    pub ended: AtomicBool,
+    pub ended_notify: Notify,
 }
 
 impl ConnectionShared {
@@ -222,6 +226,28 @@ impl ConnectionShared {
             .get()
             .cloned()
             .unwrap_or(Error::ClosedByClient("connection"))
+    }
+
+    /// Marks the connection ended and wakes every [`ConnectionShared::wait_ended`]. The driver calls it
+    /// last, once its reason is recorded and its channels are closed.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.ended_notify.notify_waiters();
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Waits until the driver has ended the connection, and says why.
+    pub async fn wait_ended(&self) -> Error {
+        let mut notified = std::pin::pin!(self.ended_notify.notified());
+        // Registered before the flag is read: an end between the read and the wait still wakes it.
+        notified.as_mut().enable();
+        if !self.is_ended() {
+            notified.await;
+        }
+        self.error()
     }
 }
 

@@ -161,7 +161,6 @@ impl ChannelSlot {
     }
 }
 
-/// A delivery the driver could not hand over because the consumer's queue was full.
 /// A `connection.update-secret` a handle asked for: waiting behind the one in flight (`update` still
 /// `Some`), or sent and waiting for its update-secret-ok (`None`).
 struct PendingSecretUpdate {
@@ -169,6 +168,7 @@ struct PendingSecretUpdate {
     reply: oneshot::Sender<Result<(), Error>>,
 }
 
+/// A delivery the driver could not hand over because the consumer's queue was full.
 struct Parked {
     /// A clone of the consumer's sender: a consumer cancelled meanwhile still gets the delivery, before
     /// its queue ends.
@@ -224,6 +224,27 @@ pub(crate) struct Driver<R, W> {
     needs_flush: bool,
     /// How often each warning the broker can repeat at will has been given.
     warnings: BrokerWarnings,
+}
+
+/// A driver dropped before [`Driver::run`] ended the connection (its task panicked, was aborted, or
+/// its runtime shut down) still ends it for the handles: a reason is recorded, every channel is marked
+/// closed with it and `Connection::closed` waiters are woken, so that nothing waits for a driver that
+/// is gone. Oneshot and delivery senders end by being dropped.
+impl<R, W> Drop for Driver<R, W> {
+    fn drop(&mut self) {
+        if self.shared.is_ended() {
+            return;
+        }
+        let _ = self.shared.error.set(Error::io(std::io::Error::other(
+            "the connection's driver task stopped without closing the connection (it panicked, was \
+             aborted, or its runtime shut down)",
+        )));
+        let error = self.shared.error();
+        for (_, slot) in self.channels.drain() {
+            slot.shared.close(error.clone());
+        }
+        self.shared.end();
+    }
 }
 
 impl<R, W> Driver<R, W>
@@ -1641,6 +1662,7 @@ where
         for u in self.secret_updates.drain(..) {
             let _ = u.reply.send(Err(error.clone()));
         }
+        self.shared.end();
         // Commands that were queued before we closed the queue: answer them too, and those sent
         // through room reserved before it closed (tokio lets a reserved permit send after the close).
         // `recv` ends once the queue is empty and no permit is outstanding, which is at once: handles
