@@ -174,7 +174,16 @@ fn a_driver_whose_runtime_shuts_down_ends_every_waiter() {
         .enable_all()
         .build()
         .unwrap();
-    let (conn, ch) = first.block_on(connect_channel());
+    let (conn, ch, mut consumer) = first.block_on(async {
+        let (conn, ch) = connect_channel().await;
+        let queue = unique("closed-runtime");
+        declare_exclusive(&ch, &queue).await;
+        let consumer = ch
+            .basic_consume(&queue, "", Default::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        (conn, ch, consumer)
+    });
     let connection_closed = conn.closed();
     let channel_closed = ch.closed();
     drop(first);
@@ -200,6 +209,15 @@ fn a_driver_whose_runtime_shuts_down_ends_every_waiter() {
                 "{what}: {err:?}"
             );
         }
+        // The consumer ends with the same error, not as if it had been cancelled.
+        let ended = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .expect("the consumer ends");
+        assert!(
+            matches!(&ended, Some(Err(Error::Io(e))) if e.to_string().contains("driver task stopped")),
+            "{ended:?}"
+        );
+        drop(consumer);
         assert!(!conn.is_open() && !ch.is_open());
         assert!(conn.close_reason().is_some() && ch.close_reason().is_some());
         drop(ch);

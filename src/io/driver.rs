@@ -227,9 +227,10 @@ pub(crate) struct Driver<R, W> {
 }
 
 /// A driver dropped before [`Driver::run`] ended the connection (its task panicked, was aborted, or
-/// its runtime shut down) still ends it for the handles: a reason is recorded, every channel is marked
-/// closed with it and `Connection::closed` waiters are woken, so that nothing waits for a driver that
-/// is gone. Oneshot and delivery senders end by being dropped.
+/// its runtime shut down) still ends it for the handles, as `run` would have: a reason is recorded,
+/// every channel, consumer, confirm and waiting call ends with it, and `Connection::closed` waiters are
+/// woken, so that nothing waits for a driver that is gone, and no consumer takes the end for a clean
+/// cancel.
 impl<R, W> Drop for Driver<R, W> {
     fn drop(&mut self) {
         if self.shared.is_ended() {
@@ -240,8 +241,39 @@ impl<R, W> Drop for Driver<R, W> {
              aborted, or its runtime shut down)",
         )));
         let error = self.shared.error();
-        for (_, slot) in self.channels.drain() {
+        self.fail_handles(&error);
+        while let Ok(cmd) = self.commands.try_recv() {
+            fail_command(cmd, &error);
+        }
+    }
+}
+
+impl<R, W> Driver<R, W> {
+    /// Ends the connection for its handles with `error` (recorded as the reason unless one was):
+    /// closes the command queue, closes every channel and fails what waits on it, answers the close
+    /// and update-secret waiters, and last wakes the `Connection::closed` waiters. What is still in the
+    /// command queue is the caller's to answer.
+    fn fail_handles(&mut self, error: &Error) {
+        let _ = self.shared.error.set(error.clone());
+        self.commands.close();
+        for (_, mut slot) in self.channels.drain() {
             slot.shared.close(error.clone());
+            for w in slot.close_waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            fail_slot(&mut slot, error);
+        }
+        // No longer blocked, and publishers waiting for that wake to find their channels closed.
+        self.shared.blocked.send_replace(None);
+        for w in self.close_waiters.drain(..) {
+            let result = match error {
+                Error::ClosedByClient(_) => Ok(()),
+                e => Err(e.clone()),
+            };
+            let _ = w.send(result);
+        }
+        for u in self.secret_updates.drain(..) {
+            let _ = u.reply.send(Err(error.clone()));
         }
         self.shared.end();
     }
@@ -1641,28 +1673,7 @@ where
     }
 
     async fn fail_all(&mut self, error: Error) {
-        let _ = self.shared.error.set(error.clone());
-        self.commands.close();
-        for (_, mut slot) in self.channels.drain() {
-            slot.shared.close(error.clone());
-            for w in slot.close_waiters.drain(..) {
-                let _ = w.send(Ok(()));
-            }
-            fail_slot(&mut slot, &error);
-        }
-        // No longer blocked, and publishers waiting for that wake to find their channels closed.
-        self.shared.blocked.send_replace(None);
-        for w in self.close_waiters.drain(..) {
-            let result = match &error {
-                Error::ClosedByClient(_) => Ok(()),
-                e => Err(e.clone()),
-            };
-            let _ = w.send(result);
-        }
-        for u in self.secret_updates.drain(..) {
-            let _ = u.reply.send(Err(error.clone()));
-        }
-        self.shared.end();
+        self.fail_handles(&error);
         // Commands that were queued before we closed the queue: answer them too, and those sent
         // through room reserved before it closed (tokio lets a reserved permit send after the close).
         // `recv` ends once the queue is empty and no permit is outstanding, which is at once: handles
