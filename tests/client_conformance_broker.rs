@@ -105,15 +105,14 @@ async fn closing_a_connection_with_an_undrained_consumer_completes() {
     .await;
 }
 
-/// Publishes one message with raw frames (coney's API only takes UTF-8 routing keys): PLAIN guest/guest on
-/// vhost "/", channel 1, `exchange` and the routing key `routing_key` as given, body "x".
-async fn raw_publish(exchange: &str, routing_key: &[u8]) {
+/// Publishes one message with raw frames (coney's API only takes UTF-8 routing keys and encodes
+/// properties canonically): PLAIN guest/guest on vhost "/", channel 1, `exchange` and the routing key
+/// `routing_key` as given, the property list `properties` (flag word and values) as given, body "x".
+async fn raw_publish(exchange: &str, routing_key: &[u8], properties: &[u8]) {
     use bytes::BytesMut;
     use coney::{
         codec::{LongStr, ShortStr},
-        frame::{
-            encode_body, encode_content_header, encode_method, ContentHeader, Frame, FrameDecoder,
-        },
+        frame::{encode_body, encode_method, Frame, FrameDecoder},
         spec::{self, channel, connection, Method},
     };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,15 +177,13 @@ async fn raw_publish(exchange: &str, routing_key: &[u8]) {
                 out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
                 out.extend_from_slice(&payload);
                 out.extend_from_slice(&[spec::FRAME_END]);
-                encode_content_header(
-                    &mut out,
-                    1,
-                    &ContentHeader {
-                        class_id: 60,
-                        body_size: 1,
-                        properties: Default::default(),
-                    },
-                );
+                let mut header = vec![0, 60, 0, 0];
+                header.extend_from_slice(&1u64.to_be_bytes());
+                header.extend_from_slice(properties);
+                out.extend_from_slice(&[spec::FRAME_HEADER, 0, 1]);
+                out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+                out.extend_from_slice(&header);
+                out.extend_from_slice(&[spec::FRAME_END]);
                 encode_body(&mut out, 1, b"x");
                 encode_method(
                     &mut out,
@@ -238,13 +235,69 @@ async fn a_non_utf8_routing_key_from_another_client_does_not_kill_the_consumers_
             .basic_consume(&queue, "", Default::default(), FieldTable::new())
             .await
             .expect("consume");
-        raw_publish(&exchange, b"k\xff\xfe").await;
+        raw_publish(&exchange, b"k\xff\xfe", &[0, 0]).await;
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
         let reason = conn.close_reason();
         assert!(
             matches!(got, Ok(Some(Ok(_)))),
             "the consumer got {got:?}; connection: {reason:?}"
         );
+    })
+    .await;
+}
+
+/// The same for a property list RabbitMQ relays without checking it (seen byte for byte with RabbitMQ
+/// 3.10): a flag word with the continuation bit (0) and bit 1 set, which no basic property uses, and a
+/// headers table whose boolean octet is 2. A coney consumer used to lose its connection with 502 over
+/// it, again after each redelivery; it gets the message, the boolean read as true.
+#[tokio::test]
+async fn unused_flag_bits_and_a_boolean_octet_of_2_from_another_client_are_delivered() {
+    support::with_timeout(async {
+        let conn = Connection::connect(&support::url()).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open");
+        let exchange = support::unique("conformance-fanout");
+        let queue = support::unique("conformance-flags");
+        let auto_delete = coney::options::ExchangeDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(&exchange, "fanout", auto_delete, FieldTable::new())
+            .await
+            .expect("exchange");
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(&queue, options, FieldTable::new())
+            .await
+            .expect("queue");
+        ch.queue_bind(&queue, &exchange, "", Default::default(), FieldTable::new())
+            .await
+            .expect("bind");
+        let mut consumer = ch
+            .basic_consume(&queue, "", Default::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        // Flags: headers (bit 13), bit 1 and the continuation bit 0; then the table {flag: t 0x02}.
+        let mut properties = 0x2003u16.to_be_bytes().to_vec();
+        properties.extend_from_slice(&[0, 0, 0, 7, 4, b'f', b'l', b'a', b'g', b't', 2]);
+        raw_publish(&exchange, b"k", &properties).await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
+        let reason = conn.close_reason();
+        let flag = match &got {
+            Ok(Some(Ok(delivery))) => delivery
+                .properties
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("flag").cloned()),
+            _ => None,
+        };
+        assert_eq!(
+            flag,
+            Some(coney::codec::FieldValue::Bool(true)),
+            "the consumer got {got:?}; connection: {reason:?}"
+        );
+        conn.close().await.expect("close");
     })
     .await;
 }

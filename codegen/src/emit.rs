@@ -558,10 +558,12 @@ fn emit_properties(o: &mut String, class: &Class) {
     }
     w(
         o,
-        "    /// The flag bits this class defines. A received flag word's other bits are ignored, but \
-         for the",
+        "    /// The flag bits this class defines. A received flag word's other bits are ignored, the",
     );
-    w(o, "    /// continuation bit (0), which is an error.");
+    w(
+        o,
+        "    /// continuation bit (0) included (RabbitMQ relays it and never reads a second word).",
+    );
     w(
         o,
         &format!("    pub const KNOWN_FLAGS: u16 = {known:#06x};"),
@@ -604,8 +606,9 @@ fn emit_properties(o: &mut String, class: &Class) {
         "    /// Decodes the flag word and the properties it announces.",
     );
     w(o, "    ///");
-    w(o, "    /// A continuation bit or a flag this class does not define is an error: no 0-9-1 class has more");
-    w(o, "    /// properties than fit one flag word, so either means the peer is not speaking 0-9-1.");
+    w(o, "    /// Flags this class does not define, the continuation bit (0) among them, are ignored, and so is");
+    w(o, "    /// what follows the announced properties: RabbitMQ relays a publisher's flag word untouched and");
+    w(o, "    /// never reads a second one, so refusing them would refuse messages the broker delivers.");
     w(
         o,
         "    pub fn decode(input: &[u8]) -> nom::IResult<&[u8], Self, CodecError> {",
@@ -735,24 +738,17 @@ fn emit_properties(o: &mut String, class: &Class) {
     w(o, "");
 }
 
-/// The start of a property list's decoder or checker: the flag word, refusing the continuation bit.
+/// The start of a property list's decoder or checker: the flag word.
 ///
-/// Other flags the class lacks are ignored, with whatever follows the known properties: RabbitMQ
-/// relays a publisher's flag word untouched (bit 1 of basic's included, which no property uses), so
-/// refusing one would close every consumer's connection over one message, which the broker requeues.
-/// RabbitMQ itself refuses the continuation bit (541), so it never reaches a consumer from there.
+/// spec (4.2.6.1, property flags): "If the last bit (0) is set, this indicates that a further property
+/// flags field follows." No class of 0-9-1 has more than 15 properties, and RabbitMQ never reads a
+/// second word: it relays a publisher's flag word as it is, bit 0 included, and refuses (541) a header
+/// whose second word is really there, as bytes left over after the properties. So bit 0 is ignored
+/// here, like every other flag the class lacks (bit 1 of basic's, which no property uses), and so is
+/// whatever follows the known properties, as Go's client does: refusing one would close every
+/// consumer's connection over one message, which the broker requeues.
 fn emit_flag_word_check(o: &mut String) {
     w(o, "        let (mut input, flags) = decode::short(input)?;");
-    w(
-        o,
-        "        // spec (4.2.6.1, property flags): bit 0 set means another flag word follows.",
-    );
-    w(o, "        if flags & 1 != 0 {");
-    w(
-        o,
-        "            return Err(nom::Err::Failure(CodecError::InvalidPropertyFlags(flags)));",
-    );
-    w(o, "        }");
 }
 
 fn all_methods(spec: &Spec) -> impl Iterator<Item = (&Class, &Method)> {

@@ -33,10 +33,6 @@ pub enum CodecError {
         /// The method id received.
         method_id: u16,
     },
-    /// A content-header flag word with the continuation bit set (another flag word would follow, for
-    /// properties no class of 0-9-1 has).
-    #[error("invalid property flags {0:#06x}")]
-    InvalidPropertyFlags(u16),
 }
 
 impl<'a> ParseError<&'a [u8]> for CodecError {
