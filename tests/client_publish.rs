@@ -647,6 +647,79 @@ async fn returns_in_a_burst_resolve_the_publishes_they_belong_to() {
     .await
 }
 
+/// The same with the unroutable publish carrying no properties at all, right after a routed one with
+/// headers (helper-28's review): the return's property list was keyed as received, and a list without
+/// properties is kept as no bytes, while the publish's key hashed its encoded flag word; so the return
+/// was credited to the routed publish. Both are keyed as coney encodes the properties now.
+#[tokio::test]
+async fn a_return_without_properties_resolves_its_own_publish() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("returns-bare");
+        declare_exclusive(&ch, &q).await;
+        ch.queue_bind(
+            &q,
+            "amq.headers",
+            "",
+            BindOptions::default(),
+            FieldTable::new()
+                .with("x-match", "all")
+                .with("kind", "routed"),
+        )
+        .await
+        .expect("bind");
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let routed =
+            BasicProperties::default().with_headers(FieldTable::new().with("kind", "routed"));
+        let mut outcomes = Vec::new();
+        for round in 0..5 {
+            let a = ch
+                .basic_publish(
+                    "amq.headers",
+                    "",
+                    mandatory,
+                    routed.clone(),
+                    format!("a{round}"),
+                )
+                .await
+                .expect("publish a");
+            let b = ch
+                .basic_publish(
+                    "amq.headers",
+                    "",
+                    mandatory,
+                    BasicProperties::default(),
+                    format!("b{round}"),
+                )
+                .await
+                .expect("publish b");
+            let describe = |c: Confirmation| match c {
+                Confirmation::Returned(r) => {
+                    format!("Returned({})", String::from_utf8_lossy(&r.body))
+                }
+                other => format!("{other:?}"),
+            };
+            outcomes.push((
+                describe(a.await.expect("a settled")),
+                describe(b.await.expect("b settled")),
+            ));
+        }
+        conn.close().await.expect("close");
+        for (round, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(
+                outcome,
+                &("Ack".to_string(), format!("Returned(b{round})")),
+                "{outcomes:?}"
+            );
+        }
+    })
+    .await
+}
+
 /// A headers exchange routes on the message's headers, not its routing key: here mandatory publishes
 /// with the same exchange, key and body size alternate between routed and unroutable. (Found by a
 /// review: matched on exchange, key and body size alone, each return went to the routed publish before

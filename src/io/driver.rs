@@ -1530,11 +1530,17 @@ where
                     properties: built.take().expect("built for everything but deliveries"),
                     body,
                 };
+                // The publish's key hashes its properties as coney encoded them; the return carries
+                // them as the broker relays them, which may differ in bytes alone (no property list
+                // at all for none, unused flag bits, a boolean octet other than 1). The built
+                // properties, encoded again, are what the publisher's encoding of them was.
+                let mut encoded = BytesMut::new();
+                message.properties.encode(&mut encoded);
                 let key = ReturnKey::of(
                     message.exchange.as_bytes(),
                     message.routing_key.as_bytes(),
                     header.body_size,
-                    header.properties.as_bytes(),
+                    &encoded,
                 );
                 match slot.confirms.as_mut().and_then(|t| t.match_return(key)) {
                     // Resolves the publish's confirm when the broker acks it, right after.

@@ -27,8 +27,10 @@ use std::{
 /// routing key and body size, and then the encoded properties, which the return repeats too (a headers
 /// exchange, or `CC`/`BCC` headers, route the same exchange and key differently by the headers). That is
 /// exact unless two publishes with the same key and properties are routed differently while both are
-/// unconfirmed (a binding added or removed between them). A broker that re-encoded the properties would
-/// leave the first publish with the same exchange, key and body size as the match.
+/// unconfirmed (a binding added or removed between them). The return's properties are keyed as coney
+/// encodes them (the driver encodes the built properties again), not as they were received: those
+/// bytes can differ for the same properties (a received list without properties is kept as no bytes;
+/// unused flag bits; booleans).
 #[derive(Debug)]
 pub struct ConfirmTracker<W> {
     next_seq: u64,
