@@ -31,7 +31,8 @@
 //!   almost always the rest of a password cut short by an unescaped `/` or `?` (`amqp://user:12/ab@host`
 //!   would read as host `user`, port 12, vhost `ab@host`). Write `@` in a vhost or a value as `%40`.
 //!
-//! Query parameters (values are form-decoded; a repeated parameter takes its last value):
+//! Query parameters (values are form-decoded; a parameter given twice is refused, since clients differ
+//! on which one wins, and `verify=verify_none` must not win by being appended):
 //!
 //! | parameter | field | value |
 //! |---|---|---|
@@ -202,19 +203,22 @@ impl ConnectionConfig {
         config.vhost = parse_vhost(raw.path)?;
 
         if let Some(query) = raw.query {
-            let mut mechanisms = 0;
+            let mut seen: Vec<String> = Vec::new();
             for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-                // The Erlang client takes several and tries them in order; coney takes one, and says
-                // so rather than keep the last (a URI meant as "EXTERNAL, else PLAIN" must not turn
-                // into PLAIN with the default credentials).
-                if name == "auth_mechanism" {
-                    mechanisms += 1;
-                    if mechanisms > 1 {
-                        return Err(invalid_uri(
-                            "auth_mechanism is given more than once; coney takes one mechanism",
-                        ));
-                    }
+                // A parameter given twice is refused rather than the last one kept: a URI meant as
+                // "verify_peer" must not turn into "verify_none" by an appended copy. The Erlang client
+                // takes several auth_mechanisms and tries them in order; coney takes one, and says so
+                // (a URI meant as "EXTERNAL, else PLAIN" must not turn into PLAIN with the default
+                // credentials).
+                if seen.iter().any(|s| *s == name) {
+                    return Err(invalid_uri(&if name == "auth_mechanism" {
+                        "auth_mechanism is given more than once; coney takes one mechanism"
+                            .to_owned()
+                    } else {
+                        format!("the parameter {name} is given more than once")
+                    }));
                 }
+                seen.push(name.to_string());
                 config.apply_parameter(&name, &value)?;
             }
         }
@@ -231,9 +235,13 @@ impl ConnectionConfig {
         Self::from_env_vars(read_env("AMQP_URL")?, read_env("RABBITMQ_URL")?)
     }
 
-    /// Sets the host name or IP address.
+    /// Sets the host name or IP address (an IPv6 address with or without brackets).
     pub fn with_host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
+        let host = host.into();
+        self.host = match bare_host(&host) {
+            bare if bare.len() == host.len() => host,
+            bare => bare.to_owned(),
+        };
         self
     }
 
@@ -688,6 +696,13 @@ fn is_scheme(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
+/// `host` without the brackets of an IPv6 literal (`[::1]` → `::1`); anything else as it is.
+pub(crate) fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// Parses `host[:port]` (`[v6]` allowed; empty host means `localhost`) with the `url` crate.
 fn parse_host_port(host_port: &str) -> Result<(String, Option<u16>), ConfigError> {
     let host_port = if host_port.is_empty() || host_port.starts_with(':') {
@@ -698,7 +713,21 @@ fn parse_host_port(host_port: &str) -> Result<(String, Option<u16>), ConfigError
     let url = Url::parse(&format!("amqp://{host_port}"))
         .map_err(|e| invalid_uri(&format!("invalid host or port: {e}")))?;
     let host = match url.host() {
-        Some(Host::Domain(domain)) => percent_decode(domain, "host")?,
+        Some(Host::Domain(domain)) => {
+            let host = percent_decode(domain, "host")?;
+            // A delimiter that only percent-encoding let into the name is not part of any host name,
+            // and would be read as a port or an address later.
+            if host.chars().any(|c| {
+                matches!(c, ':' | '/' | '?' | '#' | '[' | ']' | '@')
+                    || c.is_whitespace()
+                    || c.is_control()
+            }) {
+                return Err(invalid_uri(
+                    "the host contains a percent-encoded delimiter, space or control character",
+                ));
+            }
+            host
+        }
         Some(Host::Ipv4(addr)) => addr.to_string(),
         Some(Host::Ipv6(addr)) => addr.to_string(),
         None => return Err(invalid_uri("missing host")),
@@ -1055,7 +1084,8 @@ mod tests {
         assert_eq!(parse("amqp://h?heartbeat=10").heartbeat, Some(10));
         assert_eq!(parse("amqp://h?heartbeat=0").heartbeat, Some(0));
         assert_eq!(parse("amqp://h?heartbeat=65535").heartbeat, Some(65535));
-        assert_eq!(parse("amqp://h?heartbeat=1&heartbeat=2").heartbeat, Some(2));
+        // Given twice: refused (clients differ on which one wins; see a_parameter_given_twice_is_refused).
+        assert!(ConnectionConfig::from_uri("amqp://h?heartbeat=1&heartbeat=2").is_err());
         for bad in ["65536", "-1", "1.5", "", "ten", "10s"] {
             assert_invalid_param(&format!("amqp://h?heartbeat={bad}"), "heartbeat");
         }
@@ -1109,6 +1139,53 @@ mod tests {
         }
         assert_invalid_param("amqp://h?auth_mechanism=scram-sha-256", "auth_mechanism");
         assert_invalid_param("amqp://h?auth_mechanism=", "auth_mechanism");
+    }
+
+    #[test]
+    fn a_parameter_given_twice_is_refused() {
+        for uri in [
+            "amqps://h?verify=verify_peer&verify=verify_none",
+            "amqp://h?heartbeat=10&heartbeat=0",
+            "amqp://h?auth_mechanism=external&auth_mechanism=plain",
+        ] {
+            assert!(
+                matches!(ConnectionConfig::from_uri(uri), Err(ConfigError::InvalidUri(text)) if text.contains("more than once")),
+                "{uri}"
+            );
+        }
+        // Different parameters are fine.
+        assert!(ConnectionConfig::from_uri("amqp://h?heartbeat=10&channel_max=5").is_ok());
+    }
+
+    #[test]
+    fn a_host_with_a_percent_encoded_delimiter_is_refused() {
+        for uri in [
+            "amqp://h%3A1/",
+            "amqp://h%2Fx/",
+            "amqp://h%40x/",
+            "amqp://h%20x/",
+        ] {
+            assert!(
+                matches!(
+                    ConnectionConfig::from_uri(uri),
+                    Err(ConfigError::InvalidUri(_))
+                ),
+                "{uri}"
+            );
+        }
+        assert_eq!(parse("amqp://h%2Dx/").host, "h-x");
+    }
+
+    #[test]
+    fn with_host_takes_an_ipv6_literal_with_or_without_brackets() {
+        assert_eq!(ConnectionConfig::default().with_host("[::1]").host, "::1");
+        assert_eq!(ConnectionConfig::default().with_host("::1").host, "::1");
+        assert_eq!(
+            ConnectionConfig::default().with_host("rabbit").host,
+            "rabbit"
+        );
+        assert_eq!(bare_host("[fe80::1]"), "fe80::1");
+        assert_eq!(bare_host("[unclosed"), "[unclosed");
     }
 
     #[test]

@@ -150,6 +150,25 @@ async fn an_ipv6_literal_is_named_in_brackets() {
             Error::Connect { addr, .. } => assert_eq!(addr, "[::1]:1"),
             other => panic!("expected Connect, got {other:?}"),
         }
+        // In brackets too, as an address (it was looked up as a host name, and failed as one).
+        let mut bracketed = support::config()
+            .with_port(1)
+            .with_connection_timeout(Duration::from_secs(5));
+        bracketed.host = "[::1]".to_owned();
+        let err = Connection::connect_with(bracketed)
+            .await
+            .expect_err("nothing listens on port 1");
+        match &err {
+            Error::Connect { addr, source } => {
+                assert_eq!(addr, "[::1]:1");
+                assert_eq!(
+                    source.kind(),
+                    std::io::ErrorKind::ConnectionRefused,
+                    "{source}"
+                );
+            }
+            other => panic!("expected Connect, got {other:?}"),
+        }
     })
     .await
 }

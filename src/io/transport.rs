@@ -39,8 +39,10 @@ pub(crate) async fn connect(
     config: &ConnectionConfig,
     deadline: Instant,
 ) -> Result<Transport, Error> {
+    // `host` may have been set to a bracketed IPv6 literal: connect to (and verify) the address.
+    let host = crate::config::bare_host(&config.host);
     let tls = if config.tls {
-        Some(config.effective_tls_config()?.prepare(&config.host)?)
+        Some(config.effective_tls_config()?.prepare(host)?)
     } else {
         if config.tls_params != Default::default() {
             tracing::warn!("ignoring the TLS parameters of an amqp:// URI (use amqps:// for TLS)");
@@ -49,12 +51,12 @@ pub(crate) async fn connect(
     };
     // An IPv6 literal is shown in brackets; the connect takes host and port apart, so a literal
     // address needs no lookup.
-    let addr = if config.host.contains(':') {
-        format!("[{}]:{}", config.host, config.port)
+    let addr = if host.contains(':') {
+        format!("[{host}]:{}", config.port)
     } else {
-        format!("{}:{}", config.host, config.port)
+        format!("{host}:{}", config.port)
     };
-    let connect = TcpStream::connect((config.host.as_str(), config.port));
+    let connect = TcpStream::connect((host, config.port));
     let stream = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
