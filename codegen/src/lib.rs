@@ -34,7 +34,7 @@ pub fn load(xmls: &[&str]) -> Result<model::Spec, String> {
     let first = iter.next().ok_or("no XML given")?;
     let mut spec = parse(first)?;
     for xml in iter {
-        spec.merge(parse(xml)?);
+        spec.merge(parse(xml)?)?;
     }
     spec.validate()?;
     Ok(spec)

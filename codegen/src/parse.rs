@@ -165,41 +165,85 @@ fn method(
 impl Spec {
     /// Adds what `extra` declares and `self` lacks: constants, domains, classes and methods, matched by
     /// name. A method present in both keeps `self`'s index and fields; `extra` may only make it
-    /// synchronous and add responses.
-    pub fn merge(&mut self, extra: Spec) {
+    /// synchronous and add responses. Anything `extra` says that disagrees with `self` (a constant's
+    /// value, a domain's type, a class's or method's index, a method's fields or content flag, a
+    /// class's properties) is an error rather than ignored: an addition is meant to add, and a typo in
+    /// one must not pass silently. A repeated method may leave its fields (and a repeated class its
+    /// properties) out.
+    pub fn merge(&mut self, extra: Spec) -> Result<(), String> {
         for constant in extra.constants {
-            if !self.constants.iter().any(|c| c.name == constant.name) {
-                self.constants.push(constant);
+            match self.constants.iter().find(|c| c.name == constant.name) {
+                Some(c) if *c != constant => {
+                    return Err(format!(
+                        "the addition's constant {} ({} {:?}) disagrees with the spec's ({} {:?})",
+                        constant.name, constant.value, constant.class, c.value, c.class
+                    ))
+                }
+                Some(_) => {}
+                None => self.constants.push(constant),
             }
         }
         for domain in extra.domains {
-            if !self.domains.iter().any(|d| d.name == domain.name) {
-                self.domains.push(domain);
+            match self.domains.iter().find(|d| d.name == domain.name) {
+                Some(d) if d.ty != domain.ty => {
+                    return Err(format!(
+                        "the addition's domain {} is a {:?}, the spec's a {:?}",
+                        domain.name, domain.ty, d.ty
+                    ))
+                }
+                Some(_) => {}
+                None => self.domains.push(domain),
             }
         }
         for class in extra.classes {
-            match self.classes.iter_mut().find(|c| c.name == class.name) {
-                Some(existing) => {
-                    for method in class.methods {
-                        match existing.methods.iter_mut().find(|m| m.name == method.name) {
-                            // An existing method keeps its index and fields; the extra file can only
-                            // make it synchronous and add the replies it lacks (the stripped spec
-                            // gives basic.recover neither, while RabbitMQ answers it with recover-ok).
-                            Some(m) => {
-                                m.synchronous |= method.synchronous;
-                                for response in method.responses {
-                                    if !m.responses.contains(&response) {
-                                        m.responses.push(response);
-                                    }
-                                }
-                            }
-                            None => existing.methods.push(method),
-                        }
+            let Some(existing) = self.classes.iter_mut().find(|c| c.name == class.name) else {
+                self.classes.push(class);
+                continue;
+            };
+            if existing.index != class.index {
+                return Err(format!(
+                    "the addition gives class {} index {}, the spec {}",
+                    class.name, class.index, existing.index
+                ));
+            }
+            if !class.properties.is_empty() && class.properties != existing.properties {
+                return Err(format!(
+                    "the addition's properties of class {} disagree with the spec's",
+                    class.name
+                ));
+            }
+            for method in class.methods {
+                let Some(m) = existing.methods.iter_mut().find(|m| m.name == method.name) else {
+                    existing.methods.push(method);
+                    continue;
+                };
+                let disagrees = if m.index != method.index {
+                    Some(format!("index {} (the spec's: {})", method.index, m.index))
+                } else if !method.fields.is_empty() && method.fields != m.fields {
+                    Some("fields".to_owned())
+                } else if method.content != m.content {
+                    Some("content flag".to_owned())
+                } else {
+                    None
+                };
+                if let Some(what) = disagrees {
+                    return Err(format!(
+                        "the addition's {}.{} disagrees with the spec's: {what}",
+                        class.name, method.name
+                    ));
+                }
+                // The extra file can only make an existing method synchronous and add the replies it
+                // lacks (the stripped spec gives basic.recover neither, while RabbitMQ answers it with
+                // recover-ok).
+                m.synchronous |= method.synchronous;
+                for response in method.responses {
+                    if !m.responses.contains(&response) {
+                        m.responses.push(response);
                     }
                 }
-                None => self.classes.push(class),
             }
         }
+        Ok(())
     }
 
     /// Checks what the emitter relies on: unique ids, responses that exist, at most 15 properties per

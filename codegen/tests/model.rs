@@ -206,14 +206,14 @@ fn merge_adds_only_what_is_missing() {
     let extra = parse(
         r#"<amqp><domain name="long" type="long"/>
            <class name="c" index="1">
-             <method name="m" index="1"><field name="b" domain="long"/></method>
+             <method name="m" index="1"/>
              <method name="n" index="2"/>
            </class>
            <class name="d" index="2"/></amqp>"#,
     )
     .unwrap();
     let mut merged = base.clone();
-    merged.merge(extra);
+    merged.merge(extra).unwrap();
     assert_eq!(merged.classes.len(), 2);
     let c = &merged.classes[0];
     assert_eq!(c.methods.len(), 2);
@@ -223,6 +223,50 @@ fn merge_adds_only_what_is_missing() {
     );
     assert_eq!(c.methods[1].name, "n");
     assert_eq!(merged.domains.len(), 2);
+}
+
+/// An addition that disagrees with the spec is an error, not silently ignored.
+#[test]
+fn merge_refuses_an_addition_that_disagrees() {
+    let base = r#"<amqp><constant name="frame-min-size" value="4096"/>
+        <domain name="short" type="short"/>
+        <class name="c" index="1"><method name="m" index="1"><field name="a" domain="short"/></method></class>
+        </amqp>"#;
+    for (extra, what) in [
+        (
+            r#"<amqp><constant name="frame-min-size" value="1"/></amqp>"#,
+            "frame-min-size",
+        ),
+        (
+            r#"<amqp><domain name="short" type="long"/></amqp>"#,
+            "domain short",
+        ),
+        (r#"<amqp><class name="c" index="2"/></amqp>"#, "index 2"),
+        (
+            r#"<amqp><class name="c" index="1"><method name="m" index="3"/></class></amqp>"#,
+            "index 3",
+        ),
+        (
+            r#"<amqp><domain name="long" type="long"/><class name="c" index="1"><method name="m" index="1"><field name="b" domain="long"/></method></class></amqp>"#,
+            "fields",
+        ),
+        (
+            r#"<amqp><class name="c" index="1"><method name="m" index="1" content="1"/></class></amqp>"#,
+            "content",
+        ),
+    ] {
+        let mut spec = parse(base).unwrap();
+        let err = spec.merge(parse(extra).unwrap()).unwrap_err();
+        assert!(err.contains(what), "{extra}: {err}");
+    }
+    // Repeating what the spec says, or adding a response, is fine.
+    let mut spec = parse(base).unwrap();
+    spec.merge(
+        parse(r#"<amqp><constant name="frame-min-size" value="4096"/><domain name="short" type="short"/><class name="c" index="1"><method name="m" index="1" synchronous="1"><field name="a" domain="short"/></method></class></amqp>"#)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(spec.classes[0].methods[0].synchronous);
 }
 
 #[test]
