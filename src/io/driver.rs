@@ -1530,9 +1530,9 @@ where
                     properties: built.take().expect("built for everything but deliveries"),
                     body,
                 };
-                // The publish's key hashes its properties as coney encoded them; the return carries
-                // them as the broker relays them, which may differ in bytes alone (no property list
-                // at all for none, unused flag bits, a boolean octet other than 1). The built
+                // The publish's key hashes its properties as coney encoded them. The list received
+                // with the return may differ in bytes alone (a list without properties is kept as no
+                // bytes; a broker may relay unused flag bits or booleans other than 1): the built
                 // properties, encoded again, are what the publisher's encoding of them was.
                 let mut encoded = BytesMut::new();
                 message.properties.encode(&mut encoded);
