@@ -416,10 +416,11 @@ impl ConnectionConfig {
     /// result gives back the same scheme, user, host, port and vhost.
     pub fn redacted_uri(&self) -> String {
         let scheme = if self.tls { "amqps" } else { "amqp" };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        let bare = bare_host(&self.host);
+        let host = if bare.contains(':') {
+            format!("[{bare}]")
         } else {
-            percent_encode(&self.host)
+            percent_encode(bare)
         };
         format!(
             "{scheme}://{}:***@{host}:{}/{}",
@@ -1186,6 +1187,14 @@ mod tests {
         );
         assert_eq!(bare_host("[fe80::1]"), "fe80::1");
         assert_eq!(bare_host("[unclosed"), "[unclosed");
+        // Set on the field with brackets, the host is shown (and parsed back) as the address.
+        let config = ConnectionConfig {
+            host: "[::1]".to_owned(),
+            ..Default::default()
+        };
+        let uri = config.redacted_uri();
+        assert!(uri.contains("@[::1]:5672/"), "{uri}");
+        assert_eq!(ConnectionConfig::from_uri(&uri).unwrap().host, "::1");
     }
 
     #[test]

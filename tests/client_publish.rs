@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use coney::{
+    codec::MAX_NESTING,
     options::{BasicConsumeOptions, BasicPublishOptions, BindOptions},
     BasicProperties, Channel, Confirmation, Consumer, Error, FieldTable, ReplyCode, ShortStr,
 };
@@ -265,6 +266,60 @@ async fn properties_too_large_for_frame_max_are_refused_and_the_channel_goes_on(
         let d = consumer.next().await.expect("open").expect("delivery");
         assert_eq!(d.body, Bytes::from_static(b"y"));
         d.ack().await.expect("ack");
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// Headers nested deeper than a consumer's decoder accepts (`MAX_NESTING`) would come back as a delivery
+/// (or a return, or a get) that closes the receiving connection: such a publish is refused before it is
+/// sent. At the limit, the message goes through the broker and is received with its headers intact.
+#[tokio::test]
+async fn headers_nested_deeper_than_a_consumer_accepts_are_refused() {
+    /// A table `levels` deep, itself included, as the decoder counts.
+    fn nested(levels: usize) -> FieldTable {
+        let mut table = FieldTable::new().with("leaf", 1i32);
+        for _ in 1..levels {
+            table = FieldTable::new().with("t", table);
+        }
+        table
+    }
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.confirm_select().await.expect("confirm.select");
+        let q = unique("deep-headers");
+        declare_exclusive(&ch, &q).await;
+        let refused = ch
+            .basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                BasicProperties::default().with_headers(nested(MAX_NESTING + 1)),
+                "too deep",
+            )
+            .await;
+        match refused {
+            Err(Error::InvalidArgument(text)) => assert!(text.contains("levels deep"), "{text}"),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        let deepest = nested(MAX_NESTING);
+        let confirm = ch
+            .basic_publish(
+                "",
+                &q,
+                BasicPublishOptions::default(),
+                BasicProperties::default().with_headers(deepest.clone()),
+                "deepest",
+            )
+            .await
+            .expect("publish at the limit");
+        assert_eq!(confirm.await.expect("settled"), Confirmation::Ack);
+        let mut consumer = consume(&ch, &q, 10).await;
+        let d = consumer.next().await.expect("open").expect("delivery");
+        assert_eq!(d.body, Bytes::from_static(b"deepest"));
+        assert_eq!(d.properties.headers.as_ref(), Some(&deepest));
+        d.ack().await.expect("ack");
+        assert!(conn.is_open());
         conn.close().await.expect("close");
     })
     .await

@@ -166,10 +166,10 @@ impl Spec {
     /// Adds what `extra` declares and `self` lacks: constants, domains, classes and methods, matched by
     /// name. A method present in both keeps `self`'s index and fields; `extra` may only make it
     /// synchronous and add responses. Anything `extra` says that disagrees with `self` (a constant's
-    /// value, a domain's type, a class's or method's index, a method's fields or content flag, a
-    /// class's properties) is an error rather than ignored: an addition is meant to add, and a typo in
-    /// one must not pass silently. A repeated method may leave its fields (and a repeated class its
-    /// properties) out.
+    /// value, a domain's type, a class's or method's index, a method's fields, content where the spec
+    /// has none, a class's properties) is an error rather than ignored: an addition is meant to add,
+    /// and a typo in one must not pass silently. A repeated method may leave its fields and its content
+    /// flag (and a repeated class its properties) out.
     pub fn merge(&mut self, extra: Spec) -> Result<(), String> {
         for constant in extra.constants {
             match self.constants.iter().find(|c| c.name == constant.name) {
@@ -217,11 +217,20 @@ impl Spec {
                     existing.methods.push(method);
                     continue;
                 };
+                // Fields are compared by name, wire type and reservedness (a field may be restated
+                // with its primitive type instead of the spec's domain); a repeated method that says
+                // nothing of content is taken to mean the spec's.
+                let wire = |fields: &[Field]| -> Vec<(String, Primitive, bool)> {
+                    fields
+                        .iter()
+                        .map(|f| (f.name.clone(), f.ty, f.reserved))
+                        .collect()
+                };
                 let disagrees = if m.index != method.index {
                     Some(format!("index {} (the spec's: {})", method.index, m.index))
-                } else if !method.fields.is_empty() && method.fields != m.fields {
+                } else if !method.fields.is_empty() && wire(&method.fields) != wire(&m.fields) {
                     Some("fields".to_owned())
-                } else if method.content != m.content {
+                } else if method.content && !m.content {
                     Some("content flag".to_owned())
                 } else {
                     None

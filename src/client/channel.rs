@@ -17,7 +17,7 @@ use crate::{
         publish::{PublishConfirm, ReturnedMessage},
         Consumer, Deadline, GetMessage,
     },
-    codec::{FieldTable, ShortStr},
+    codec::{FieldTable, ShortStr, MAX_NESTING},
     error::Error,
     frame::{encode_method, PublishHead},
     io::{
@@ -694,8 +694,10 @@ impl Channel {
     /// the broker's verdict.
     ///
     /// The method and header frames are encoded when this is called, so the future borrows neither the
-    /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes, or
-    /// properties too large for the negotiated frame-max, are an [`Error::InvalidArgument`] from the future.
+    /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes,
+    /// properties too large for the negotiated frame-max, or headers nesting tables and arrays more than
+    /// [`MAX_NESTING`](crate::codec::MAX_NESTING) levels deep (which no consumer of this crate could
+    /// receive), are an [`Error::InvalidArgument`] from the future.
     #[allow(clippy::result_large_err)] // `try_publish`'s stage, by value
     pub fn basic_publish(
         &self,
@@ -832,6 +834,16 @@ impl Channel {
         properties: &BasicProperties,
         body: &Bytes,
     ) -> Result<PublishHead, Error> {
+        // A message whose headers the client's own decoder would refuse could never be received back
+        // (as a delivery, a get or a return) without closing the connection.
+        if let Some(headers) = &properties.headers {
+            if headers.nests_deeper_than(MAX_NESTING) {
+                return Err(Error::InvalidArgument(format!(
+                    "the headers nest tables or arrays more than {MAX_NESTING} levels deep, more than \
+                     a consumer's decoder accepts"
+                )));
+            }
+        }
         let mut scratch = self
             .inner
             .publish_scratch

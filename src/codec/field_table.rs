@@ -71,6 +71,26 @@ impl FieldTable {
     pub(crate) fn push_decoded(&mut self, key: ShortStr, value: FieldValue) {
         self.0.push((key, value));
     }
+
+    /// Whether this table and the tables and arrays nested in it are more than `max` levels deep, the
+    /// table itself being the first (a table holding a table is two), as the decoder counts them. The
+    /// decoder refuses more than [`MAX_NESTING`](crate::codec::MAX_NESTING), so a table for which this
+    /// is true with that `max` cannot be received back. Looks no deeper than `max + 1` levels, so a
+    /// hostile depth costs no more stack than the decoder's limit.
+    pub fn nests_deeper_than(&self, max: usize) -> bool {
+        fn deeper(value: &FieldValue, level: usize, max: usize) -> bool {
+            match value {
+                FieldValue::Table(t) => {
+                    level > max || t.0.iter().any(|(_, v)| deeper(v, level + 1, max))
+                }
+                FieldValue::Array(a) => {
+                    level > max || a.0.iter().any(|v| deeper(v, level + 1, max))
+                }
+                _ => false,
+            }
+        }
+        max == 0 || self.0.iter().any(|(_, v)| deeper(v, 2, max))
+    }
 }
 
 impl<K: Into<ShortStr>, V: Into<FieldValue>> FromIterator<(K, V)> for FieldTable {

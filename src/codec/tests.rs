@@ -367,3 +367,40 @@ fn short_strings_that_are_not_utf8_decode_lossily() {
     // The skipper accepts what the decoder accepts.
     assert_eq!(decode::skip_short_str(b"\x02\xc3\x28").unwrap().0, b"");
 }
+
+/// `FieldTable::nests_deeper_than(MAX_NESTING)` says exactly which tables the decoder refuses, for
+/// tables nested in tables and in arrays.
+#[test]
+fn nests_deeper_than_agrees_with_the_decoder() {
+    fn nested(levels: usize, arrays: bool) -> FieldTable {
+        let mut value = FieldValue::from(1i32);
+        for _ in 1..levels {
+            value = if arrays {
+                FieldValue::Array(FieldArray(vec![value]))
+            } else {
+                FieldValue::Table(FieldTable::new().with("t", value))
+            };
+        }
+        FieldTable::new().with("top", value)
+    }
+    for arrays in [false, true] {
+        for levels in [
+            1,
+            2,
+            MAX_NESTING - 1,
+            MAX_NESTING,
+            MAX_NESTING + 1,
+            MAX_NESTING + 5,
+        ] {
+            let table = nested(levels, arrays);
+            let mut buf = BytesMut::new();
+            encode::table(&mut buf, &table);
+            let decodes = decode::table(&buf).is_ok();
+            assert_eq!(
+                table.nests_deeper_than(MAX_NESTING),
+                !decodes,
+                "{levels} levels, arrays: {arrays}"
+            );
+        }
+    }
+}

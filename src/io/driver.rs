@@ -245,14 +245,15 @@ impl<R, W> Drop for Driver<R, W> {
         while let Ok(cmd) = self.commands.try_recv() {
             fail_command(cmd, &error);
         }
+        self.shared.end();
     }
 }
 
 impl<R, W> Driver<R, W> {
     /// Ends the connection for its handles with `error` (recorded as the reason unless one was):
     /// closes the command queue, closes every channel and fails what waits on it, answers the close
-    /// and update-secret waiters, and last wakes the `Connection::closed` waiters. What is still in the
-    /// command queue is the caller's to answer.
+    /// and update-secret waiters. What is still in the command queue is the caller's to answer, and
+    /// then to wake the `Connection::closed` waiters (`shared.end()`), last.
     fn fail_handles(&mut self, error: &Error) {
         let _ = self.shared.error.set(error.clone());
         self.commands.close();
@@ -275,7 +276,9 @@ impl<R, W> Driver<R, W> {
         for u in self.secret_updates.drain(..) {
             let _ = u.reply.send(Err(error.clone()));
         }
-        self.shared.end();
+        // A delivery held back for a full consumer holds a clone of its queue's sender: the consumer
+        // ends now, not when the driver is dropped.
+        self.parked = None;
     }
 }
 
@@ -1691,6 +1694,8 @@ where
             }
         };
         let _ = tokio::time::timeout(close_timeout, drain).await;
+        // Last: a `Connection::closed` waiter finds everything of the connection ended.
+        self.shared.end();
     }
 }
 
