@@ -204,6 +204,35 @@ async fn raw_publish(exchange: &str, routing_key: &[u8], properties: &[u8]) {
     }
 }
 
+/// A fresh auto-delete fanout exchange and a consumer of an exclusive queue bound to it (named from
+/// `prefix`): what a raw publisher's message reaches.
+async fn fanout_consumer(ch: &coney::Channel, prefix: &str) -> (String, coney::Consumer) {
+    let exchange = support::unique("conformance-fanout");
+    let queue = support::unique(prefix);
+    let auto_delete = coney::options::ExchangeDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(&exchange, "fanout", auto_delete, FieldTable::new())
+        .await
+        .expect("exchange");
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(&queue, options, FieldTable::new())
+        .await
+        .expect("queue");
+    ch.queue_bind(&queue, &exchange, "", Default::default(), FieldTable::new())
+        .await
+        .expect("bind");
+    let consumer = ch
+        .basic_consume(&queue, "", Default::default(), FieldTable::new())
+        .await
+        .expect("consume");
+    (exchange, consumer)
+}
+
 /// The same with RabbitMQ: it routes a message whose routing key is not UTF-8 (published here with raw
 /// frames to a fanout exchange); a coney consumer of the bound queue used to lose its whole connection
 /// (502) instead of receiving it.
@@ -212,29 +241,7 @@ async fn a_non_utf8_routing_key_from_another_client_does_not_kill_the_consumers_
     support::with_timeout(async {
         let conn = Connection::connect(&support::url()).await.expect("connect");
         let ch = conn.open_channel().await.expect("open");
-        let exchange = support::unique("conformance-fanout");
-        let queue = support::unique("conformance-non-utf8");
-        let auto_delete = coney::options::ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(&exchange, "fanout", auto_delete, FieldTable::new())
-            .await
-            .expect("exchange");
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        ch.queue_declare(&queue, options, FieldTable::new())
-            .await
-            .expect("queue");
-        ch.queue_bind(&queue, &exchange, "", Default::default(), FieldTable::new())
-            .await
-            .expect("bind");
-        let mut consumer = ch
-            .basic_consume(&queue, "", Default::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (exchange, mut consumer) = fanout_consumer(&ch, "conformance-non-utf8").await;
         raw_publish(&exchange, b"k\xff\xfe", &[0, 0]).await;
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), consumer.next()).await;
         let reason = conn.close_reason();
@@ -255,29 +262,7 @@ async fn unused_flag_bits_and_a_boolean_octet_of_2_from_another_client_are_deliv
     support::with_timeout(async {
         let conn = Connection::connect(&support::url()).await.expect("connect");
         let ch = conn.open_channel().await.expect("open");
-        let exchange = support::unique("conformance-fanout");
-        let queue = support::unique("conformance-flags");
-        let auto_delete = coney::options::ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        };
-        ch.exchange_declare(&exchange, "fanout", auto_delete, FieldTable::new())
-            .await
-            .expect("exchange");
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        ch.queue_declare(&queue, options, FieldTable::new())
-            .await
-            .expect("queue");
-        ch.queue_bind(&queue, &exchange, "", Default::default(), FieldTable::new())
-            .await
-            .expect("bind");
-        let mut consumer = ch
-            .basic_consume(&queue, "", Default::default(), FieldTable::new())
-            .await
-            .expect("consume");
+        let (exchange, mut consumer) = fanout_consumer(&ch, "conformance-flags").await;
         // Flags: headers (bit 13), bit 1 and the continuation bit 0; then the table {flag: t 0x02}.
         let mut properties = 0x2003u16.to_be_bytes().to_vec();
         properties.extend_from_slice(&[0, 0, 0, 7, 4, b'f', b'l', b'a', b'g', b't', 2]);

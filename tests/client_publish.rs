@@ -8,7 +8,8 @@ use bytes::Bytes;
 use coney::{
     codec::MAX_NESTING,
     options::{BasicConsumeOptions, BasicPublishOptions, BindOptions},
-    BasicProperties, Channel, Confirmation, Consumer, Error, FieldTable, ReplyCode, ShortStr,
+    BasicProperties, Channel, Confirmation, Connection, Consumer, Error, FieldTable, ReplyCode,
+    ShortStr,
 };
 use support::*;
 
@@ -709,21 +710,7 @@ async fn returns_in_a_burst_resolve_the_publishes_they_belong_to() {
 #[tokio::test]
 async fn a_return_without_properties_resolves_its_own_publish() {
     with_timeout(async {
-        let (conn, ch) = connect_channel().await;
-        ch.confirm_select().await.expect("confirm.select");
-        let q = unique("returns-bare");
-        declare_exclusive(&ch, &q).await;
-        ch.queue_bind(
-            &q,
-            "amq.headers",
-            "",
-            BindOptions::default(),
-            FieldTable::new()
-                .with("x-match", "all")
-                .with("kind", "routed"),
-        )
-        .await
-        .expect("bind");
+        let (conn, ch) = headers_exchange_in_confirm_mode("returns-bare").await;
         let mandatory = BasicPublishOptions {
             mandatory: true,
             ..Default::default()
@@ -775,6 +762,28 @@ async fn a_return_without_properties_resolves_its_own_publish() {
     .await
 }
 
+/// A channel in confirm mode, and an exclusive queue (named from `prefix`) bound to `amq.headers` for
+/// messages whose header `kind` is `routed`: publishes there with the same exchange, key and body size
+/// are routed or returned by their headers alone.
+async fn headers_exchange_in_confirm_mode(prefix: &str) -> (Connection, Channel) {
+    let (conn, ch) = connect_channel().await;
+    ch.confirm_select().await.expect("confirm.select");
+    let q = unique(prefix);
+    declare_exclusive(&ch, &q).await;
+    ch.queue_bind(
+        &q,
+        "amq.headers",
+        "",
+        BindOptions::default(),
+        FieldTable::new()
+            .with("x-match", "all")
+            .with("kind", "routed"),
+    )
+    .await
+    .expect("bind");
+    (conn, ch)
+}
+
 /// A headers exchange routes on the message's headers, not its routing key: here mandatory publishes
 /// with the same exchange, key and body size alternate between routed and unroutable. (Found by a
 /// review: matched on exchange, key and body size alone, each return went to the routed publish before
@@ -783,21 +792,7 @@ async fn a_return_without_properties_resolves_its_own_publish() {
 #[tokio::test]
 async fn returns_from_a_headers_exchange_resolve_the_right_publishes() {
     with_timeout(async {
-        let (conn, ch) = connect_channel().await;
-        ch.confirm_select().await.expect("confirm.select");
-        let q = unique("returns-headers");
-        declare_exclusive(&ch, &q).await;
-        ch.queue_bind(
-            &q,
-            "amq.headers",
-            "",
-            BindOptions::default(),
-            FieldTable::new()
-                .with("x-match", "all")
-                .with("kind", "routed"),
-        )
-        .await
-        .expect("bind");
+        let (conn, ch) = headers_exchange_in_confirm_mode("returns-headers").await;
         let mandatory = BasicPublishOptions {
             mandatory: true,
             ..Default::default()

@@ -241,13 +241,19 @@ impl ConnectionShared {
 
     /// Waits until the driver has ended the connection, and says why.
     pub async fn wait_ended(&self) -> Error {
-        let mut notified = std::pin::pin!(self.ended_notify.notified());
-        // Registered before the flag is read: an end between the read and the wait still wakes it.
-        notified.as_mut().enable();
-        if !self.is_ended() {
-            notified.await;
-        }
+        wait_for_flag(&self.ended, &self.ended_notify).await;
         self.error()
+    }
+}
+
+/// Waits until `flag` is set, for a `notify` that is notified (all waiters) after every store of it.
+/// The waiter is registered before the flag is read, so a store between the read and the wait still
+/// wakes it.
+async fn wait_for_flag(flag: &AtomicBool, notify: &Notify) {
+    let mut notified = std::pin::pin!(notify.notified());
+    notified.as_mut().enable();
+    if !flag.load(Ordering::Acquire) {
+        notified.await;
     }
 }
 
@@ -324,12 +330,7 @@ impl ChannelShared {
 
     /// Waits until the channel is closed, and says why.
     pub async fn wait_closed(&self) -> Error {
-        let mut notified = std::pin::pin!(self.closed_notify.notified());
-        // Registered before the flag is read: a close between the read and the wait still wakes it.
-        notified.as_mut().enable();
-        if !self.is_closed() {
-            notified.await;
-        }
+        wait_for_flag(&self.closed, &self.closed_notify).await;
         self.error()
     }
 
