@@ -685,3 +685,134 @@ async fn a_delivery_with_a_boolean_octet_of_2_and_an_unused_flag_bit_is_delivere
         "the delivery: {first}; the client closed the connection with {code_sent} ({reason:?})"
     );
 }
+
+fn unknown_delivery_tag() -> channel::Close {
+    channel::Close {
+        reply_code: ReplyCode::PRECONDITION_FAILED,
+        reply_text: ShortStr::from("PRECONDITION_FAILED - unknown delivery tag 1"),
+        class_id: 60,
+        method_id: 80,
+    }
+}
+
+/// RabbitMQ can have a delivery on the wire behind its own channel.close (the Java client drops such
+/// frames "to avoid closing the whole connection"). It used to be a frame on an unopened channel, so a
+/// soft error on a consuming channel closed the whole connection with 504.
+#[tokio::test]
+async fn a_delivery_behind_the_brokers_channel_close_ends_only_the_channel() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        peer.send_content(ch, deliver(&tag, 1), b"m1").await;
+        peer.send_method(ch, unknown_delivery_tag()).await;
+        peer.send_content(ch, deliver(&tag, 2), b"m2").await;
+        match peer.expect_method().await {
+            (c, Method::ChannelCloseOk(_)) if c == ch => {}
+            other => panic!("fake broker: expected channel.close-ok, got {other:?}"),
+        }
+        let (c, m) = peer.expect_method().await;
+        assert!(
+            matches!(m, Method::ChannelOpen(_)),
+            "expected channel.open, got {m:?}"
+        );
+        peer.send_method(c, channel::OpenOk {}).await;
+        peer.expect_clean_close().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let first = consumer.next().await.expect("one").expect("ok");
+        assert_eq!(first.delivery_tag(), 1);
+        let closed = ch.closed().await;
+        assert_eq!(closed.reply_code(), Some(ReplyCode::PRECONDITION_FAILED));
+        let end = consumer.next().await;
+        assert!(
+            matches!(&end, Some(Err(Error::ChannelClosed(_)))),
+            "the consumer ends with the channel's error: {end:?}"
+        );
+        assert!(
+            conn.is_open(),
+            "the connection ended: {:?}",
+            conn.close_reason()
+        );
+        let _other = conn.open_channel().await.expect("another channel");
+        conn.close().await.expect("close");
+    };
+    scenario(LIMIT, server, client).await;
+}
+
+/// The id of a channel the broker closed is reused by the next open; frames of the old incarnation that
+/// arrive before its open-ok (the broker sent them before it read the close-ok) must not reach the new
+/// one: the driver rejected the stale delivery's tag on the new channel, which RabbitMQ answers with 406
+/// (and a stale tag must never reach the wire, P3).
+#[tokio::test]
+async fn a_stale_delivery_does_not_reach_the_reopened_channel() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        peer.send_method(ch, unknown_delivery_tag()).await;
+        match peer.expect_method().await {
+            (c, Method::ChannelCloseOk(_)) if c == ch => {}
+            other => panic!("fake broker: expected channel.close-ok, got {other:?}"),
+        }
+        let (c, m) = peer.expect_method().await;
+        assert!(
+            matches!(m, Method::ChannelOpen(_)),
+            "expected channel.open, got {m:?}"
+        );
+        assert_eq!(c, ch, "the id is reused");
+        peer.send_content(ch, deliver(&tag, 7), b"stale").await;
+        peer.send_method(c, channel::OpenOk {}).await;
+        let mut seen = Vec::new();
+        loop {
+            match peer.expect_method().await {
+                (0, Method::ConnectionClose(_)) => break,
+                (c, Method::ChannelClose(_)) if c == ch => {
+                    peer.send_method(ch, channel::CloseOk {}).await;
+                }
+                (c, m) if c == ch => seen.push(m),
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(0, connection::CloseOk).await;
+        peer.expect_eof().await;
+        seen
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let _consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        ch.closed().await;
+        let again = conn.open_channel().await.expect("reopen");
+        // What the new channel sends next comes after anything the driver did with the stale delivery.
+        again.close().await.expect("close the new channel");
+        assert!(
+            conn.is_open(),
+            "the connection ended: {:?}",
+            conn.close_reason()
+        );
+        conn.close().await.expect("close");
+    };
+    let (seen, ()) = scenario(LIMIT, server, client).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, Method::BasicReject(_) | Method::BasicAck(_))),
+        "the stale delivery was settled on the new channel: {seen:?}"
+    );
+}

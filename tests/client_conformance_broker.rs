@@ -4,8 +4,8 @@
 mod support;
 
 use coney::{
-    options::{BasicPublishOptions, QueueDeclareOptions},
-    BasicProperties, Connection, Error, FieldTable,
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    BasicProperties, Connection, Error, FieldTable, ReplyCode,
 };
 
 /// A soft error that closes one channel must not close the connection. Here the broker's channel.close
@@ -302,4 +302,80 @@ async fn a_long_connection_name_is_refused_or_fits_the_pre_tune_frame_limit() {
         }
     })
     .await;
+}
+
+/// RabbitMQ can have deliveries on the wire behind its channel.close: here a double ack (406) frees
+/// prefetch credit, so the broker sends more to the consumer just as it closes the channel. Those frames
+/// used to be "a frame on an unopened channel", and the client closed the whole connection with 504;
+/// now only the channel ends, every waiter on it with the 406, and the connection goes on.
+#[tokio::test]
+async fn deliveries_behind_the_brokers_channel_close_end_only_the_channel() {
+    support::with_timeout(async {
+        let conn = Connection::connect(&support::url()).await.expect("connect");
+        for attempt in 0..5 {
+            let ch = conn.open_channel().await.unwrap_or_else(|e| {
+                panic!(
+                    "attempt {attempt}: the connection died: {e:?} ({:?})",
+                    conn.close_reason()
+                )
+            });
+            let queue = support::unique("behind-close");
+            support::declare_exclusive(&ch, &queue).await;
+            ch.confirm_select().await.expect("confirm.select");
+            let mut confirms = Vec::new();
+            for i in 0..20 {
+                let body = format!("m{i}");
+                let publish = ch.basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    body.into_bytes(),
+                );
+                confirms.push(publish.await.expect("publish"));
+            }
+            for confirm in confirms {
+                confirm.await.expect("confirmed");
+            }
+            ch.basic_qos(5, Default::default()).await.expect("qos");
+            let mut consumer = ch
+                .basic_consume(
+                    &queue,
+                    "",
+                    BasicConsumeOptions::default(),
+                    FieldTable::new(),
+                )
+                .await
+                .expect("consume");
+            let first = consumer.next().await.expect("a delivery").expect("ok");
+            first.ack().await.expect("ack");
+            // The application's bug: the same delivery acked twice. RabbitMQ closes the channel with 406.
+            first.ack().await.expect("the second ack is queued");
+            let closed = ch.closed().await;
+            assert_eq!(
+                closed.reply_code(),
+                Some(ReplyCode::PRECONDITION_FAILED),
+                "attempt {attempt}: {closed:?}"
+            );
+            let mut last = None;
+            while let Some(item) = consumer.next().await {
+                last = Some(item.map(|d| d.delivery_tag()));
+            }
+            assert!(
+                matches!(&last, Some(Err(Error::ChannelClosed(_)))),
+                "attempt {attempt}: the consumer ends with the channel's error: {last:?}"
+            );
+            assert!(
+                matches!(first.ack().await, Err(Error::StaleDelivery(_))),
+                "attempt {attempt}: an ack after the close is stale"
+            );
+            assert!(
+                conn.is_open(),
+                "attempt {attempt}: the connection ended: {:?}",
+                conn.close_reason()
+            );
+        }
+        conn.close().await.expect("close");
+    })
+    .await
 }

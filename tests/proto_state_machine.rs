@@ -601,6 +601,68 @@ fn server_closes_channel() {
     assert!(s.conn.channel_is_usable(1));
 }
 
+/// RabbitMQ can have a delivery on the wire behind its own channel.close (it was on its way when the
+/// channel failed): it is dropped, as the Java client drops it, not a 504 for the whole connection. Once
+/// the id is opened again, what comes before open-ok is still the old incarnation's and is dropped too;
+/// after open-ok the channel is live again.
+#[test]
+fn frames_behind_a_server_channel_close_are_dropped_until_the_id_is_open_again() {
+    let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);
+    open_channel(&mut s, 1);
+    let close = channel::Close {
+        reply_code: ReplyCode::PRECONDITION_FAILED,
+        reply_text: ShortStr::from_static("PRECONDITION_FAILED - unknown delivery tag 1"),
+        class_id: 60,
+        method_id: 80,
+    };
+    let mut frames = vec![Frame::Method {
+        channel: 1,
+        method: close.clone().into(),
+    }];
+    frames.extend(deliver_frames(1, b"behind the close", &[16]));
+    s.send_frames(&frames).unwrap();
+    assert_eq!(s.received_methods(), vec![(1, channel::CloseOk.into())]);
+    assert_eq!(
+        s.events(),
+        vec![Event::ChannelClosed {
+            channel: 1,
+            cause: ChannelCloseCause::Server(close)
+        }]
+    );
+    assert!(s.conn.is_open());
+    assert!(!s.conn.channel_is_usable(1));
+
+    // Reopened: the old incarnation's frames before open-ok are dropped, with no answer.
+    open_channel_no_drain(&mut s, 1);
+    assert_eq!(s.received_methods(), vec![(1, channel::Open.into())]);
+    let mut frames = deliver_frames(1, b"still the old one", &[17]);
+    frames.push(Frame::Method {
+        channel: 1,
+        method: channel::OpenOk.into(),
+    });
+    s.send_frames(&frames).unwrap();
+    assert_eq!(
+        s.events(),
+        vec![Event::Method {
+            channel: 1,
+            method: channel::OpenOk.into()
+        }]
+    );
+    assert!(s.received_methods().is_empty());
+    assert!(s.conn.channel_is_usable(1));
+
+    // Live again: a delivery is delivered.
+    s.send_frames(&deliver_frames(1, b"new", &[3])).unwrap();
+    assert!(matches!(
+        &s.events()[..],
+        [Event::Content { channel: 1, .. }]
+    ));
+
+    // An id that was never opened still gets a 504.
+    let err = s.send_frames(&deliver_frames(9, b"x", &[1])).unwrap_err();
+    assert_violation(&err, ReplyCode::CHANNEL_ERROR);
+}
+
 #[test]
 fn client_closes_channel_and_discards_frames_until_close_ok() {
     let (mut s, _) = Script::open(NO_PREFS, RABBIT_TUNE);

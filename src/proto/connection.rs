@@ -166,6 +166,26 @@ struct ChannelState {
     /// A server close received while our own close was in flight.
     server_close: Option<channel::Close>,
     content: Option<PartialContent>,
+    leftovers: Leftovers,
+}
+
+/// Frames that the broker may still have on the wire for an incarnation of a channel it closed.
+///
+/// RabbitMQ can send a `basic.deliver` (with its content) behind its own `channel.close`: the delivery
+/// was on its way when the channel failed. The Java client ignores such frames rather than closing the
+/// whole connection, and so does this one; but only for the id the broker closed, and only until the
+/// broker has read our close-ok. Frames on an id that was never opened are still a 504.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftovers {
+    /// The channel is live, opening, or closing by our own `channel.close` (`closing` covers that).
+    None,
+    /// The broker closed the channel and its close-ok is queued: every frame for the id is dropped
+    /// until the id is opened again.
+    AfterClose,
+    /// The id was opened again after the broker closed it: until `open-ok`, frames are the old
+    /// incarnation's (the broker sent them before it read our close-ok, which went out before our
+    /// `channel.open`) and are dropped. A `channel.close` is the new incarnation's and is handled.
+    UntilOpenOk,
 }
 
 /// A client connection as a value: frames in, frames and events out, time passed in.
@@ -498,12 +518,17 @@ impl Connection {
 
     /// Starts opening channel `id` (the driver allocated it): sends `channel.open`.
     pub fn open_channel(&mut self, id: u16) {
+        let leftovers = match self.channels.get(id) {
+            Some(state) if state.leftovers == Leftovers::AfterClose => Leftovers::UntilOpenOk,
+            _ => Leftovers::None,
+        };
         self.channels.insert(
             id,
             ChannelState {
                 closing: None,
                 server_close: None,
                 content: None,
+                leftovers,
             },
         );
         self.queue_method(id, &channel::Open.into());
@@ -511,7 +536,11 @@ impl Connection {
 
     /// Whether channel `id` is open and not closing.
     pub fn channel_is_usable(&self, id: u16) -> bool {
-        self.state == State::Open && self.channels.get(id).is_some_and(|c| c.closing.is_none())
+        self.state == State::Open
+            && self
+                .channels
+                .get(id)
+                .is_some_and(|c| c.closing.is_none() && c.leftovers != Leftovers::AfterClose)
     }
 
     /// Starts closing channel `id` with `code`: sends `channel.close`; every later frame on the channel is
@@ -520,7 +549,7 @@ impl Connection {
         let Some(state) = self.channels.get_mut(id) else {
             return;
         };
-        if state.closing.is_some() {
+        if state.closing.is_some() || state.leftovers == Leftovers::AfterClose {
             return;
         }
         state.closing = Some(ChannelCloseCause::Client {
@@ -857,6 +886,13 @@ impl Connection {
             ));
         }
         let state = self.channel_state(channel)?;
+        match (state.leftovers, &method) {
+            (Leftovers::None, _) => {}
+            (Leftovers::AfterClose, _) => return Ok(()),
+            (Leftovers::UntilOpenOk, Method::ChannelOpenOk(_)) => state.leftovers = Leftovers::None,
+            (Leftovers::UntilOpenOk, Method::ChannelClose(_)) => {}
+            (Leftovers::UntilOpenOk, _) => return Ok(()),
+        }
         if let Some(cause) = state.closing.clone() {
             // spec (channel.close): "After sending this method, any received methods except Close and
             // Close-OK MUST be discarded."
@@ -889,7 +925,9 @@ impl Connection {
         }
         match method {
             Method::ChannelClose(close) => {
-                self.channels.remove(channel);
+                // Kept, to drop what the broker still has on the wire for this incarnation.
+                state.leftovers = Leftovers::AfterClose;
+                state.content = None;
                 self.queue_method(channel, &channel::CloseOk.into());
                 self.events.push_back(Event::ChannelClosed {
                     channel,
@@ -926,7 +964,7 @@ impl Connection {
         }
         let max = self.params.max_message_size;
         let state = self.channel_state(channel)?;
-        if state.closing.is_some() {
+        if state.closing.is_some() || state.leftovers != Leftovers::None {
             return Ok(());
         }
         let Some(partial) = state.content.as_mut() else {
@@ -945,7 +983,7 @@ impl Connection {
             return Ok(());
         }
         let state = self.channel_state(channel)?;
-        if state.closing.is_some() {
+        if state.closing.is_some() || state.leftovers != Leftovers::None {
             return Ok(());
         }
         let Some(partial) = state.content.as_mut() else {
