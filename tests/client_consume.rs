@@ -565,3 +565,99 @@ async fn direct_reply_to_round_trip() {
     })
     .await
 }
+
+/// A fresh exclusive queue holding `n` small messages, all confirmed.
+async fn queue_of(ch: &Channel, prefix: &str, n: usize) -> String {
+    let q = unique(prefix);
+    declare_exclusive(ch, &q).await;
+    if !ch.is_confirm_mode() {
+        ch.confirm_select().await.expect("confirm.select");
+    }
+    let mut confirms = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = format!("m{i}");
+        let publish = ch.basic_publish(
+            "",
+            &q,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            body.into_bytes(),
+        );
+        confirms.push(publish.await.expect("publish"));
+    }
+    for confirm in confirms {
+        assert_eq!(confirm.await.expect("settled"), Confirmation::Ack);
+    }
+    q
+}
+
+/// Whether the connection still answers: a channel opened and closed on it within 3 s. A consumer whose
+/// buffer is full pauses the connection's reads, so the open-ok would not be read.
+async fn connection_answers(conn: &coney::Connection) -> bool {
+    match tokio::time::timeout(Duration::from_secs(3), conn.open_channel()).await {
+        Ok(Ok(ch)) => {
+            ch.close().await.expect("close the probe channel");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// RabbitMQ ignores prefetch for a no_ack consumer, so its buffer is not sized by basic.qos: with
+/// qos(5) it was a buffer of 5, full at once, and the whole connection stopped reading.
+#[tokio::test]
+async fn basic_qos_does_not_size_a_no_ack_consumers_buffer() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_of(&ch, "no-ack-qos", 200).await;
+        ch.basic_qos(5, Default::default()).await.expect("qos");
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        };
+        let mut consumer = ch
+            .basic_consume(&q, "", options, FieldTable::new())
+            .await
+            .expect("consume");
+        // Time for the broker to send them all.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            connection_answers(&conn).await,
+            "the connection stopped reading"
+        );
+        for _ in 0..200 {
+            next(&mut consumer).await;
+        }
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// basic.qos with `global: true` is the channel-wide limit and leaves the per-consumer one alone: after
+/// qos(300) and then a global qos(0), a consumer may be sent 300, and its buffer holds them. The last
+/// count, global or not, used to size it (256 here), so the connection stopped reading.
+#[tokio::test]
+async fn a_global_qos_does_not_replace_the_per_consumer_limit() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        let q = queue_of(&ch, "global-qos", 300).await;
+        ch.basic_qos(300, Default::default()).await.expect("qos");
+        let global = coney::options::BasicQosOptions {
+            global: true,
+            ..Default::default()
+        };
+        ch.basic_qos(0, global).await.expect("global qos");
+        let mut consumer = consume(&ch, &q).await;
+        // Time for the broker to send them all.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            connection_answers(&conn).await,
+            "the connection stopped reading"
+        );
+        for _ in 0..300 {
+            next(&mut consumer).await.ack().await.expect("ack");
+        }
+        conn.close().await.expect("close");
+    })
+    .await
+}

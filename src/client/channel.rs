@@ -22,7 +22,8 @@ use crate::{
     frame::{encode_method, PublishHead},
     io::{
         command::{
-            ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink, Publish, RpcReply,
+            smaller_limit, ChannelShared, Command, ConfirmWaiter, ConsumerShared, ConsumerSink,
+            Publish, RpcReply,
         },
         delivery_queue::delivery_queue,
     },
@@ -589,8 +590,12 @@ impl Channel {
         }
     }
 
-    /// basic.qos: at most `prefetch_count` unacknowledged deliveries (0 = no limit). Consumers started
-    /// afterwards buffer at most that many deliveries client-side.
+    /// basic.qos: at most `prefetch_count` unacknowledged deliveries (0 = no limit). As RabbitMQ reads
+    /// it, `global: false` (the default) limits each consumer started afterwards on the channel, and
+    /// `global: true` limits all the channel's consumers together. A consumer started afterwards
+    /// buffers at most the smaller of the two limits set client-side (256 if neither is). Neither
+    /// limits a `no_ack` consumer: the broker sends it as fast as it can, and one that falls behind
+    /// pauses the connection's reads (see [`Consumer`]).
     pub async fn basic_qos(
         &self,
         prefetch_count: u16,
@@ -626,7 +631,15 @@ impl Channel {
             no_wait: false,
             arguments,
         };
-        let prefetch = self.inner.shared.prefetch.load(Ordering::Acquire);
+        // The broker sends a consumer at most its own limit and the channel-wide one; nothing limits
+        // a no_ack consumer (RabbitMQ: "prefetch ... ignored if the no-ack option is set").
+        let prefetch = match options.no_ack {
+            true => 0,
+            false => smaller_limit(
+                self.inner.shared.prefetch.load(Ordering::Acquire),
+                self.inner.shared.global_prefetch.load(Ordering::Acquire),
+            ),
+        };
         let capacity = match prefetch {
             0 => UNLIMITED_PREFETCH_BUFFER,
             n => n as usize,

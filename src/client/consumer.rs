@@ -17,8 +17,9 @@ use crate::{
 
 /// The deliveries of one `basic.consume`, in the order the broker sent them.
 ///
-/// Bounded: it buffers at most the channel's prefetch count (or 256 when no prefetch was set, in which
-/// case the driver stops reading from the socket while the buffer is full). Poll it with
+/// Bounded: it buffers at most the prefetch limit it started under ([`Channel::basic_qos`]), or 256
+/// when there is none, and always for a `no_ack` consumer, which the broker does not limit. Then the
+/// driver stops reading from the socket while the buffer is full. Poll it with
 /// [`Consumer::next`], or hand it a callback with [`Consumer::run`].
 ///
 /// Where it is polled matters for CPU, not for correctness. The driver hands over each socket read's

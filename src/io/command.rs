@@ -185,9 +185,20 @@ pub(crate) struct ConsumerSink {
     pub tx: DeliverySender,
     pub shared: Arc<ConsumerShared>,
     pub no_ack: bool,
-    /// The channel's prefetch count when the consumer started (0: none). RabbitMQ keeps a per-consumer
-    /// limit with the consumers started under it, whatever later basic.qos calls set.
+    /// The prefetch limit the consumer started under (0: none, and always 0 for `no_ack`, which the
+    /// broker does not limit): the smaller of the channel's per-consumer and channel-wide limits.
+    /// RabbitMQ keeps a per-consumer limit with the consumers started under it, whatever later
+    /// basic.qos calls set.
     pub prefetch: u16,
+}
+
+/// The tighter of two prefetch limits, where 0 is no limit.
+pub(crate) fn smaller_limit(a: u16, b: u16) -> u16 {
+    match (a, b) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
+    }
 }
 
 /// State a consumer shares with the driver: why it ended.
@@ -269,8 +280,12 @@ pub(crate) struct ChannelShared {
     pub confirm_mode: AtomicBool,
     /// Slots of the confirm window.
     pub confirm_window: Arc<Semaphore>,
-    /// The last prefetch count set with basic.qos (sizes consumer buffers).
+    /// The prefetch count of the last basic.qos with `global: false`: the limit of each consumer started
+    /// from then on (sizes their buffers).
     pub prefetch: AtomicU16,
+    /// The prefetch count of the last basic.qos with `global: true`: RabbitMQ's limit shared by all the
+    /// channel's consumers, which also bounds what any one of them can be sent.
+    pub global_prefetch: AtomicU16,
     /// Where basic.return goes on a channel without confirms, once someone listens.
     pub returns: std::sync::Mutex<Option<mpsc::Sender<ReturnedMessage>>>,
     /// Settlements of this incarnation's deliveries on their way to the driver.
@@ -301,6 +316,7 @@ impl ChannelShared {
             confirm_mode: AtomicBool::new(false),
             confirm_window: Arc::new(Semaphore::new(confirm_window)),
             prefetch: AtomicU16::new(0),
+            global_prefetch: AtomicU16::new(0),
             returns: std::sync::Mutex::new(None),
             acks: AckQueue::default(),
             commands,

@@ -32,8 +32,8 @@ use crate::{
         ack_coalescer::AckCoalescer,
         ack_queue::{may_hold_acks, Settlement},
         command::{
-            ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink, OpenedChannel,
-            Publish, RpcReply,
+            smaller_limit, ChannelShared, Command, ConfirmWaiter, ConnectionShared, ConsumerSink,
+            OpenedChannel, Publish, RpcReply,
         },
         consumer_map::ConsumerMap,
         delivery_queue::{DeliveryHandle, DeliverySender, Pushed},
@@ -1171,9 +1171,13 @@ where
         if let Method::BasicQos(qos) = &method {
             // The broker applies it once it reads it, whether or not its caller waits for qos-ok: the
             // consumers started after it and the driver's ack holding must go by it from now on.
-            slot.shared
-                .prefetch
-                .store(qos.prefetch_count, Ordering::Release);
+            // RabbitMQ: `global: false` sets the limit of each consumer started from now on, `global:
+            // true` the limit shared by the channel's consumers; the two are kept apart.
+            let limit = match qos.global {
+                false => &slot.shared.prefetch,
+                true => &slot.shared.global_prefetch,
+            };
+            limit.store(qos.prefetch_count, Ordering::Release);
         }
         trace!(channel, method = method.name(), "rpc");
         self.proto.send_method(channel, &method);
@@ -1707,17 +1711,13 @@ fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
     may_hold_acks(unsettled, prefetch_limit(slot))
 }
 
-/// The prefetch limit the broker holds the channel's consumers to (0: none): the channel's current
-/// limit (a later global basic.qos) and the smallest one a consumer started under both apply.
+/// The prefetch limit the broker holds the channel's consumers to (0: none): the channel-wide limit
+/// (which a later global basic.qos changes) and the smallest one a consumer started under both apply.
 fn prefetch_limit(slot: &ChannelSlot) -> u16 {
-    match (
-        slot.shared.prefetch.load(Ordering::Acquire),
+    smaller_limit(
+        slot.shared.global_prefetch.load(Ordering::Acquire),
         slot.consumer_prefetch,
-    ) {
-        (0, c) => c,
-        (p, 0) => p,
-        (p, c) => p.min(c),
-    }
+    )
 }
 
 /// Starts closing the connection for the broker's protocol violation and records it as the connection's
