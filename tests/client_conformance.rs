@@ -816,3 +816,71 @@ async fn a_stale_delivery_does_not_reach_the_reopened_channel() {
         "the stale delivery was settled on the new channel: {seen:?}"
     );
 }
+
+/// An ack that waits for room in the command queue while its channel closes must not report success:
+/// the driver drops a flush for a closed channel unsent, so the ack never reaches the broker, and the
+/// docs promise `StaleDelivery` for an ack after the close. It used to return `Ok`.
+#[tokio::test]
+async fn an_ack_that_waited_for_room_while_its_channel_closed_is_stale() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (waiting_tx, waiting_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        peer.send_content(ch, deliver(&tag, 1), b"m1").await;
+        waiting_rx
+            .await
+            .expect("the client's ack is waiting for room");
+        // Not reading until now: the client's publishes fill its write side and its command queue.
+        peer.send_method(ch, precondition_failed()).await;
+        let seen = drain_until_channel_close_ok(&mut peer, ch).await;
+        peer.methods_until_close(ch).await;
+        seen
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let mut consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let delivery = consumer.next().await.expect("one").expect("ok");
+        let body = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut published = 0u32;
+        loop {
+            let publish = ch.basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                body.clone(),
+            );
+            match publish.await {
+                Ok(_) => published += 1,
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("publish {published}: {e:?}"),
+            }
+            assert!(published < 100_000, "the command queue never filled");
+        }
+        let ack = delivery.ack();
+        tokio::pin!(ack);
+        // One poll finds the command queue full and starts waiting for room.
+        assert!(futures_poll_once(ack.as_mut()).await.is_none());
+        waiting_tx.send(()).expect("broker listening");
+        let acked = ack.await;
+        let closed = ch.closed().await;
+        conn.close().await.expect("close");
+        (acked, closed)
+    };
+    let (seen, (acked, closed)) = scenario(LIMIT, server, client).await;
+    assert_eq!(closed.reply_code(), Some(ReplyCode::PRECONDITION_FAILED));
+    assert!(
+        matches!(acked, Err(Error::StaleDelivery(1))),
+        "the ack was never sent, so it is stale: {acked:?}"
+    );
+    assert!(
+        !seen.iter().any(|m| matches!(m, Method::BasicAck(_))),
+        "{seen:?}"
+    );
+}

@@ -90,6 +90,10 @@ impl DeliveryAcker {
                 }
             }
         };
+        if self.channel.is_closed() {
+            // It closed while this waited for room: the driver would drop the flush unsent.
+            return Err(Error::StaleDelivery(tag));
+        }
         let (channel, generation) = (self.channel.id, self.channel.generation);
         self.channel.acks.push_with_flush(settlement, || {
             permit.send(Command::FlushAcks {
