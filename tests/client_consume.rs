@@ -661,3 +661,76 @@ async fn a_global_qos_does_not_replace_the_per_consumer_limit() {
     })
     .await
 }
+
+/// basic_cancel of a consumer that is behind (no prefetch: a queue of 256 and 2,000 messages on their
+/// way) returns at the broker's cancel-ok. It used to wait until the application had read everything the
+/// broker sent before the cancel, since a delivery held back for a full queue pauses the reads, and then
+/// timed out. Now what the queue has no room for once the cancel is out is requeued: the deliveries
+/// buffered stay readable, and every message is either read or back in the queue.
+#[tokio::test]
+async fn basic_cancel_of_a_consumer_that_is_behind_returns_at_cancel_ok() {
+    with_timeout(async {
+        let config = config().with_rpc_timeout(Duration::from_secs(5));
+        let conn = coney::Connection::connect_with(config)
+            .await
+            .expect("connect");
+        let ch = conn.open_channel().await.expect("channel");
+        let q = queue_of(&ch, "cancel-behind", 2000).await;
+        let mut consumer = consume(&ch, &q).await;
+        // Time for the broker to fill the consumer's queue and the driver to hold one back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let tag = consumer.tag().to_owned();
+        ch.basic_cancel(&tag, BasicCancelOptions::default())
+            .await
+            .expect("cancelled without reading the consumer");
+        let mut read = 0u32;
+        while let Some(item) = consumer.next().await {
+            item.expect("no error after our own cancel")
+                .ack()
+                .await
+                .expect("ack");
+            read += 1;
+        }
+        assert!((1..=256).contains(&read), "read {read}");
+        assert_eq!(wait_for_count(&conn, &q, 2000 - read).await, 2000 - read);
+        conn.close().await.expect("close");
+    })
+    .await
+}
+
+/// The same with a consumer that is read all along, slowly (2 ms a message), by `Consumer::run`, and
+/// cancelled from another task: the cancel returns promptly and nothing is lost.
+#[tokio::test]
+async fn basic_cancel_of_a_slowly_read_consumer_returns_at_cancel_ok() {
+    with_timeout(async {
+        let config = config().with_rpc_timeout(Duration::from_secs(5));
+        let conn = coney::Connection::connect_with(config)
+            .await
+            .expect("connect");
+        let ch = conn.open_channel().await.expect("channel");
+        let q = queue_of(&ch, "cancel-slow", 2000).await;
+        let consumer = consume(&ch, &q).await;
+        let tag = consumer.tag().to_owned();
+        let read = Arc::new(Mutex::new(0u32));
+        let counted = read.clone();
+        let handler = consumer.run(move |d| {
+            let counted = counted.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                d.ack().await.expect("ack");
+                *counted.lock().unwrap() += 1;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ch.basic_cancel(&tag, BasicCancelOptions::default())
+            .await
+            .expect("cancelled while the handler runs");
+        let ended = handler.await.expect("handler task");
+        assert!(ended.is_none(), "our own cancel ends it cleanly: {ended:?}");
+        let read = *read.lock().unwrap();
+        assert!(read < 2000, "read {read}");
+        assert_eq!(wait_for_count(&conn, &q, 2000 - read).await, 2000 - read);
+        conn.close().await.expect("close");
+    })
+    .await
+}

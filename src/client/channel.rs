@@ -651,6 +651,7 @@ impl Channel {
             shared: shared.clone(),
             no_ack: options.no_ack,
             prefetch,
+            cancelling: false,
         };
         self.rpc_with(m.into(), Some(sink)).await?;
         Ok(Consumer::new(rx, shared, self.clone()))
@@ -658,6 +659,13 @@ impl Channel {
 
     /// basic.cancel: ends the consumer with tag `consumer_tag`; deliveries already buffered stay
     /// readable, then the consumer ends.
+    ///
+    /// The broker's cancel-ok comes behind whatever it sent the consumer before it read the cancel.
+    /// Once the cancel is out, a delivery that finds the consumer's buffer full is requeued
+    /// (`basic.reject` with `requeue`), so a consumer that is behind does not hold the cancel (or the
+    /// connection's reads) up. A `no_ack` consumer's deliveries cannot be given back: cancelling one
+    /// whose buffer is full waits until its reader makes room, up to `rpc_timeout`; read it while
+    /// cancelling, or cancel with `no_wait`.
     pub async fn basic_cancel(
         &self,
         consumer_tag: &str,

@@ -190,6 +190,8 @@ pub(crate) struct ConsumerSink {
     /// RabbitMQ keeps a per-consumer limit with the consumers started under it, whatever later
     /// basic.qos calls set.
     pub prefetch: u16,
+    /// A basic.cancel that waits for its cancel-ok went out for it (set by the driver).
+    pub cancelling: bool,
 }
 
 /// The tighter of two prefetch limits, where 0 is no limit.

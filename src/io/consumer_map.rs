@@ -36,6 +36,13 @@ impl<T> ConsumerMap<T> {
         }
     }
 
+    pub(crate) fn get_mut(&mut self, tag: &ShortStr) -> Option<&mut T> {
+        match &mut self.entries {
+            Entries::Few(v) => v.iter_mut().find(|(t, _)| t == tag).map(|(_, value)| value),
+            Entries::Many(m) => m.get_mut(tag),
+        }
+    }
+
     /// Registers `value` under `tag`, replacing (and returning) an earlier one with the same tag.
     pub(crate) fn insert(&mut self, tag: ShortStr, value: T) -> Option<T> {
         match &mut self.entries {

@@ -471,7 +471,7 @@ where
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
             self.expire_channel_closes();
-            self.drop_parked_if_closing()?;
+            self.release_parked()?;
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
             }
@@ -650,21 +650,44 @@ where
     /// settle it: the broker requeues what was not acked when the channel closes, and a `no_ack`
     /// delivery the consumer had not taken is gone with the close. So it is dropped, and so is each
     /// later one the same way, and reading goes on.
-    fn drop_parked_if_closing(&mut self) -> Result<(), Error> {
+    ///
+    /// A delivery held back for a consumer that is being cancelled (see [`requeues_when_full`]) is
+    /// requeued, and reading goes on too.
+    fn release_parked(&mut self) -> Result<(), Error> {
         while let Some(parked) = &self.parked {
             let acker = parked.delivery.acker();
             let channel = acker.channel_id();
-            let current = self
+            let slot = self
                 .channels
-                .get(channel)
-                .is_some_and(|slot| slot.shared.generation == acker.generation());
-            if self.closing_deadline.is_none() && current && self.proto.channel_is_usable(channel) {
-                return Ok(());
+                .get_mut(channel)
+                .filter(|slot| slot.shared.generation == acker.generation());
+            let usable = self.proto.channel_is_usable(channel);
+            match slot {
+                Some(slot) if self.closing_deadline.is_none() && usable => {
+                    let cancelling = slot
+                        .consumers
+                        .get(parked.delivery.consumer_tag())
+                        .is_some_and(requeues_when_full);
+                    if !cancelling {
+                        return Ok(());
+                    }
+                    let tag = parked.delivery.delivery_tag();
+                    debug!(
+                        channel,
+                        tag, "consumer being cancelled is full; held-back delivery requeued"
+                    );
+                    let reject = basic::Reject {
+                        delivery_tag: tag,
+                        requeue: true,
+                    };
+                    slot.acks.observe(tag, false);
+                    self.proto.send_method(channel, &reject.into());
+                }
+                _ => debug!(
+                    channel,
+                    "closing: a delivery held back for a full consumer is dropped"
+                ),
             }
-            debug!(
-                channel,
-                "closing: a delivery held back for a full consumer is dropped"
-            );
             self.parked = None;
             // Events decoded while paused are still queued in the state machine.
             self.dispatch_events()?;
@@ -1168,6 +1191,13 @@ where
             }
             slot.shared.confirm_mode.store(true, Ordering::Release);
         }
+        if let Method::BasicCancel(cancel) = &method {
+            // Its cancel-ok comes behind everything the broker sent the consumer before it read the
+            // cancel; see `requeues_when_full`.
+            if let Some(sink) = slot.consumers.get_mut(&cancel.consumer_tag) {
+                sink.cancelling = true;
+            }
+        }
         if let Method::BasicQos(qos) = &method {
             // The broker applies it once it reads it, whether or not its caller waits for qos-ok: the
             // consumers started after it and the driver's ack holding must go by it from now on.
@@ -1518,6 +1548,19 @@ where
                             slot.note_delivered(tag, channel, &mut self.fed);
                         }
                     }
+                    Pushed::Full(delivery) if requeues_when_full(sink) => {
+                        debug!(
+                            channel,
+                            tag, "consumer being cancelled is full; delivery requeued"
+                        );
+                        drop(delivery);
+                        let reject = basic::Reject {
+                            delivery_tag: tag,
+                            requeue: true,
+                        };
+                        slot.acks.observe(tag, false);
+                        self.proto.send_method(channel, &reject.into());
+                    }
                     Pushed::Full(delivery) => {
                         trace!(channel, "consumer queue full; pausing reads");
                         self.parked = Some(Parked {
@@ -1709,6 +1752,20 @@ fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
         .settled_through()
         .map(|settled| slot.last_delivered.saturating_sub(settled));
     may_hold_acks(unsettled, prefetch_limit(slot))
+}
+
+/// Whether a delivery that finds `sink`'s queue full is requeued rather than held back.
+///
+/// A held-back delivery pauses the connection's reads, and a waiting basic.cancel's cancel-ok comes
+/// behind everything the broker sent the consumer before it read the cancel: so a cancel of a consumer
+/// that is behind waited until the application had read all of that (with no prefetch, or a broker
+/// that ignores it, without bound), and then timed out. The Java client returns at cancel-ok. So
+/// once that cancel is out, what its queue has no room for goes back to the broker with
+/// `basic.reject(requeue)` (the deliveries it holds stay readable, as `basic_cancel` promises). A
+/// `no_ack` delivery cannot be given back: it is held back as before, so cancelling a `no_ack`
+/// consumer that is behind waits for its reader.
+fn requeues_when_full(sink: &ConsumerSink) -> bool {
+    sink.cancelling && !sink.no_ack
 }
 
 /// The prefetch limit the broker holds the channel's consumers to (0: none): the channel-wide limit
