@@ -884,3 +884,73 @@ async fn an_ack_that_waited_for_room_while_its_channel_closed_is_stale() {
         "{seen:?}"
     );
 }
+
+/// After the leftover frames, returns the code of the client's connection.close, or None if
+/// it sent channel.open next (the connection lived on).
+async fn after_leftover(peer: &mut Peer) -> Option<ReplyCode> {
+    loop {
+        match peer.expect_method().await {
+            (0, Method::ConnectionClose(c)) => {
+                peer.send_method(0, connection::CloseOk).await;
+                return Some(c.reply_code);
+            }
+            (c, Method::ChannelOpen(_)) => {
+                peer.send_method(c, channel::OpenOk {}).await;
+                peer.expect_clean_close().await;
+                return None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The broker's channel.close crosses the client's: RabbitMQ (closing) answers the client's close with
+/// close-ok and goes on forwarding queue deliveries until it reads the client's close-ok. A delivery
+/// after that close-ok is a leftover like the one above, but the state machine removed the channel at
+/// the close-ok, so it was a 504 that closed the whole connection (from helper-33's review).
+#[tokio::test]
+async fn a_delivery_behind_a_crossing_close_ends_only_the_channel() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let mut peer: Peer = broker.accept().await;
+        peer.handshake().await;
+        let ch = peer.open_channel().await;
+        let tag = peer.answer_consume(ch).await;
+        match peer.expect_method().await {
+            (c, Method::ChannelClose(_)) if c == ch => {}
+            other => panic!("expected the client's channel.close, got {other:?}"),
+        }
+        // Ours crossed it on the wire.
+        peer.send_method(ch, precondition_failed()).await;
+        match peer.expect_method().await {
+            (c, Method::ChannelCloseOk(_)) if c == ch => {}
+            other => panic!("expected close-ok for our close, got {other:?}"),
+        }
+        peer.send_method(ch, channel::CloseOk {}).await;
+        peer.send_content(ch, deliver(&tag, 3), b"leftover").await;
+        after_leftover(&mut peer).await
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let _consumer = ch
+            .basic_consume("q", "", BasicConsumeOptions::default(), FieldTable::new())
+            .await
+            .expect("consume");
+        let _ = ch.close().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = conn.is_open();
+        let reason = conn.close_reason();
+        if alive {
+            let _again = conn.open_channel().await.expect("reopen");
+            let _ = conn.close().await;
+        }
+        (alive, reason)
+    };
+    let (code, (alive, reason)) = scenario(LIMIT, server, client).await;
+    assert!(
+        alive && code.is_none(),
+        "a leftover delivery after a crossing close closed the connection: code {code:?}, {reason:?}"
+    );
+}

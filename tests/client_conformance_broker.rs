@@ -379,3 +379,62 @@ async fn deliveries_behind_the_brokers_channel_close_end_only_the_channel() {
     })
     .await
 }
+
+/// As `deliveries_behind_the_brokers_channel_close_end_only_the_channel`, but the application closes
+/// the channel right after its double ack: RabbitMQ, closing, answers our close with close-ok at once
+/// and goes on forwarding the deliveries the first ack's credit released until it reads our close-ok
+/// (the 504 came at the first attempt before the fix; from helper-33's review).
+#[tokio::test]
+async fn deliveries_behind_a_crossing_close_end_only_the_channel() {
+    support::with_timeout(async {
+        let conn = Connection::connect(&support::url()).await.expect("connect");
+        for attempt in 0..20 {
+            let ch = conn.open_channel().await.unwrap_or_else(|e| {
+                panic!(
+                    "attempt {attempt}: the connection died: {e:?} ({:?})",
+                    conn.close_reason()
+                )
+            });
+            let queue = support::unique("crossing-close");
+            support::declare_exclusive(&ch, &queue).await;
+            ch.confirm_select().await.expect("confirm.select");
+            let mut confirms = Vec::new();
+            for i in 0..40 {
+                let publish = ch.basic_publish(
+                    "",
+                    &queue,
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    format!("m{i}").into_bytes(),
+                );
+                confirms.push(publish.await.expect("publish"));
+            }
+            for confirm in confirms {
+                confirm.await.expect("confirmed");
+            }
+            ch.basic_qos(1, Default::default()).await.expect("qos");
+            let mut consumer = ch
+                .basic_consume(
+                    &queue,
+                    "",
+                    BasicConsumeOptions::default(),
+                    FieldTable::new(),
+                )
+                .await
+                .expect("consume");
+            let first = consumer.next().await.expect("a delivery").expect("ok");
+            first.ack().await.expect("ack");
+            first.ack().await.expect("the second ack is queued");
+            let _ = ch.close().await;
+            while consumer.next().await.is_some() {}
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(
+                conn.is_open(),
+                "attempt {attempt}: the connection ended: {:?}",
+                conn.close_reason()
+            );
+        }
+        conn.close().await.expect("close");
+    })
+    .await
+}

@@ -666,6 +666,10 @@ impl Channel {
     /// connection's reads) up. A `no_ack` consumer's deliveries cannot be given back: cancelling one
     /// whose buffer is full waits until its reader makes room, up to `rpc_timeout`; read it while
     /// cancelling, or cancel with `no_wait`.
+    ///
+    /// With `no_wait` the call returns at once, and a delivery already held back for the full buffer
+    /// is kept for the reader, after the buffered ones; until the consumer is read to its end (or
+    /// dropped, which requeues what it holds), that delivery keeps the connection's reads paused.
     pub async fn basic_cancel(
         &self,
         consumer_tag: &str,

@@ -1770,10 +1770,15 @@ fn requeues_when_full(sink: &ConsumerSink) -> bool {
 
 /// The prefetch limit the broker holds the channel's consumers to (0: none): the channel-wide limit
 /// (which a later global basic.qos changes) and the smallest one a consumer started under both apply.
+/// So does the per-consumer limit last sent: a consumer started while its basic.qos was still queued
+/// (`join!`ed with it) recorded none, though the broker holds it to that one.
 fn prefetch_limit(slot: &ChannelSlot) -> u16 {
     smaller_limit(
-        slot.shared.global_prefetch.load(Ordering::Acquire),
-        slot.consumer_prefetch,
+        smaller_limit(
+            slot.shared.global_prefetch.load(Ordering::Acquire),
+            slot.consumer_prefetch,
+        ),
+        slot.shared.prefetch.load(Ordering::Acquire),
     )
 }
 

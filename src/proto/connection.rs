@@ -172,9 +172,12 @@ struct ChannelState {
 /// Frames that the broker may still have on the wire for an incarnation of a channel it closed.
 ///
 /// RabbitMQ can send a `basic.deliver` (with its content) behind its own `channel.close`: the delivery
-/// was on its way when the channel failed. The Java client ignores such frames rather than closing the
-/// whole connection, and so does this one; but only for the id the broker closed, and only until the
-/// broker has read our close-ok. Frames on an id that was never opened are still a 504.
+/// was on its way when the channel failed, and while its close crosses ours it goes on until it reads
+/// our close-ok. The Java client ignores frames on channels it does not know rather than closing the
+/// whole connection. This one drops them only for an id the broker closed, from its close until the id
+/// is opened again: the drop outlasts the broker's leftovers, so a broker that keeps sending on an id
+/// it released long ago is not refused (such frames cost nothing: their content is not assembled).
+/// Frames on an id that was never opened are still a 504.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leftovers {
     /// The channel is live, opening, or closing by our own `channel.close` (`closing` covers that).
@@ -902,10 +905,19 @@ impl Connection {
                     self.queue_method(channel, &channel::CloseOk.into());
                 }
                 Method::ChannelCloseOk(_) => {
-                    let state = self.channels.remove(channel).expect("present");
-                    let cause = match state.server_close {
-                        Some(close) => ChannelCloseCause::Server(close),
-                        None => cause,
+                    let cause = match state.server_close.take() {
+                        // The broker's close crossed ours: it answered ours with close-ok while
+                        // closing, and keeps sending until it reads our close-ok to its close.
+                        Some(close) => {
+                            state.closing = None;
+                            state.content = None;
+                            state.leftovers = Leftovers::AfterClose;
+                            ChannelCloseCause::Server(close)
+                        }
+                        None => {
+                            self.channels.remove(channel);
+                            cause
+                        }
                     };
                     self.events
                         .push_back(Event::ChannelClosed { channel, cause });
