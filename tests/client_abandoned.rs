@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use coney::{
     codec::{FieldTable, LongStr, ShortStr},
+    frame::Frame,
     options::{BasicConsumeOptions, BasicPublishOptions},
     spec::{basic, channel, queue, Method, ReplyCode},
     BasicProperties, Connection, Error,
@@ -463,4 +464,72 @@ async fn abandoned_rpcs_behind_an_unanswered_one_are_dropped() {
         "the abandoned attempts' arguments are no longer held by the driver"
     );
     assert!(seen.is_empty(), "abandoned attempts are not sent: {seen:?}");
+}
+
+/// A channel dropped while the command queue is full (the broker is not reading, so the driver takes no
+/// commands) could not queue its close, and stayed open on the broker, its id taken, until the
+/// connection closed. Now the driver is told past the queue, and closes it after the publishes the
+/// channel queued before the drop (P11).
+#[tokio::test]
+async fn a_channel_dropped_while_the_command_queue_is_full_is_closed_after_its_publishes() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let server = async move {
+        let (mut peer, ch) = broker.accept_with_channel().await;
+        dropped_rx.await.expect("the client dropped its channel");
+        let mut publishes = 0u32;
+        loop {
+            match peer.expect_frame().await {
+                Frame::Method {
+                    channel,
+                    method: Method::BasicPublish(_),
+                } if channel == ch => publishes += 1,
+                Frame::Method {
+                    channel,
+                    method: Method::ChannelClose(close),
+                } if channel == ch => {
+                    assert_eq!(close.reply_code, ReplyCode::REPLY_SUCCESS);
+                    break;
+                }
+                Frame::Header { .. } | Frame::Body { .. } | Frame::Heartbeat => {}
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+        }
+        peer.send_method(ch, channel::CloseOk {}).await;
+        peer.expect_clean_close().await;
+        publishes
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let body = Bytes::from(vec![7u8; 64 * 1024]);
+        let mut published = 0u32;
+        loop {
+            let publish = ch.basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                body.clone(),
+            );
+            match publish.await {
+                Ok(_) => published += 1,
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("publish {published}: {e:?}"),
+            }
+            assert!(published < 100_000, "the command queue never filled");
+        }
+        drop(ch);
+        dropped_tx.send(()).expect("broker waiting");
+        // Time for the broker to read the publishes and answer the close.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        conn.close().await.expect("close");
+        published
+    };
+    let (seen, published) = scenario(LIMIT, server, client).await;
+    assert_eq!(
+        seen, published,
+        "every publish before the drop went out first"
+    );
 }

@@ -196,10 +196,17 @@ impl Drop for ChannelInner {
                 reply: None,
             };
             if self.try_submit(cmd).is_err() {
+                // The queue is full (the driver is not taking commands while the broker does not
+                // read): a flag the driver sees without taking a command, or the channel would stay
+                // open on the broker, its id taken, until the connection closes (P12).
                 debug!(
                     channel = self.shared.id,
-                    "could not queue channel close on drop; it closes with the connection"
+                    "no room to queue the channel's close on drop; the driver is told past the queue"
                 );
+                let conn = &self.conn.shared;
+                self.shared.close_on_drop.store(true, Ordering::SeqCst);
+                conn.channel_closes_requested.store(true, Ordering::SeqCst);
+                conn.close_notify.notify_one();
             }
         }
     }

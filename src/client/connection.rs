@@ -410,6 +410,7 @@ where
         error: Default::default(),
         close_requested: Default::default(),
         close_notify: Default::default(),
+        channel_closes_requested: Default::default(),
         rpc_timeout: config.rpc_timeout,
         ended: Default::default(),
         ended_notify: Default::default(),

@@ -224,6 +224,10 @@ pub(crate) struct ConnectionShared {
     /// at every pass of its loop and waits on `close_notify` only while it takes no commands.
     pub close_requested: AtomicBool,
     pub close_notify: Notify,
+    /// A channel handle was dropped while the command queue had no room for its close: the driver
+    /// closes the channels whose `close_on_drop` is set, once the commands queued before the drop are
+    /// taken. Set before `close_notify` is notified.
+    pub channel_closes_requested: AtomicBool,
     /// `rpc_timeout`: how long a handle's operation may wait in all. The driver gives it to each channel
     /// it opens, for its deliveries' acks.
     pub rpc_timeout: Duration,
@@ -299,6 +303,9 @@ pub(crate) struct ChannelShared {
     pub ack_timeout: Duration,
     /// Notified (all waiters) once `closed` is set, for [`Channel::closed`](crate::Channel::closed).
     pub closed_notify: Notify,
+    /// Its last handle was dropped while the command queue had no room for its close (see
+    /// `ConnectionShared::channel_closes_requested`).
+    pub close_on_drop: AtomicBool,
 }
 
 impl ChannelShared {
@@ -324,6 +331,7 @@ impl ChannelShared {
             commands,
             ack_timeout,
             closed_notify: Notify::new(),
+            close_on_drop: AtomicBool::new(false),
         }
     }
 

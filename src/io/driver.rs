@@ -471,6 +471,7 @@ where
                 self.start_close(ReplyCode::REPLY_SUCCESS, "closed by client");
             }
             self.expire_channel_closes();
+            self.close_dropped_channels();
             self.release_parked()?;
             if self.write_buf.is_empty() && !self.proto.transmit().is_empty() {
                 std::mem::swap(&mut self.write_buf, self.proto.transmit());
@@ -693,6 +694,44 @@ where
             self.dispatch_events()?;
         }
         Ok(())
+    }
+
+    /// Closes the channels whose last handle was dropped while the command queue had no room for the
+    /// close (`ChannelShared::close_on_drop`), but only once the queue has been seen empty after their
+    /// flags were: the commands each queued before its drop come first (P11), as its close would have.
+    fn close_dropped_channels(&mut self) {
+        if !self
+            .shared
+            .channel_closes_requested
+            .swap(false, Ordering::SeqCst)
+        {
+            return;
+        }
+        let dropped: Vec<(u16, u64)> = self
+            .channels
+            .iter()
+            .filter(|(_, slot)| slot.shared.close_on_drop.load(Ordering::SeqCst))
+            .map(|(id, slot)| (id, slot.shared.generation))
+            .collect();
+        if !self.commands.is_empty() {
+            // Some of what they sent may still be queued: again at a later pass.
+            self.shared
+                .channel_closes_requested
+                .store(true, Ordering::SeqCst);
+            return;
+        }
+        for (channel, generation) in dropped {
+            if let Some(slot) = self.channels.get(channel) {
+                slot.shared.close_on_drop.store(false, Ordering::SeqCst);
+            }
+            if self.proto.channel_is_usable(channel) {
+                debug!(
+                    channel,
+                    "closing a channel dropped while the command queue was full"
+                );
+                self.close_channel(channel, generation);
+            }
+        }
     }
 
     /// Sends channel.close (200) for the client, and starts its wait for close-ok.

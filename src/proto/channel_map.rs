@@ -73,6 +73,14 @@ impl<T> ChannelMap<T> {
         self.len == 0
     }
 
+    /// Every channel with a value and the value, in channel order.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &T)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(id, slot)| slot.as_ref().map(|value| (id as u16, value)))
+    }
+
     /// Removes every value, in channel order.
     pub fn drain(&mut self) -> impl Iterator<Item = (u16, T)> + '_ {
         self.len = 0;
