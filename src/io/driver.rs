@@ -700,11 +700,9 @@ where
     /// close (`ChannelShared::close_on_drop`), but only once the queue has been seen empty after their
     /// flags were: the commands each queued before its drop come first (P11), as its close would have.
     fn close_dropped_channels(&mut self) {
-        if !self
-            .shared
-            .channel_closes_requested
-            .swap(false, Ordering::SeqCst)
-        {
+        // A load first: this runs at every pass, and a swap would write the shared line each time.
+        let requested = &self.shared.channel_closes_requested;
+        if !requested.load(Ordering::SeqCst) || !requested.swap(false, Ordering::SeqCst) {
             return;
         }
         let dropped: Vec<(u16, u64)> = self
