@@ -839,3 +839,21 @@ async fn returns_from_a_headers_exchange_resolve_the_right_publishes() {
     })
     .await
 }
+
+/// A returns listener made after its channel closed ends at once (`None`), as the docs say a listener
+/// does when its channel closes; it used to wait forever, since nothing would take its sender.
+#[tokio::test]
+async fn a_returns_listener_made_after_the_channel_closed_ends() {
+    with_timeout(async {
+        let (conn, ch) = connect_channel().await;
+        ch.close().await.expect("close the channel");
+        let mut late = ch.returned_messages(4);
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), late.next()).await;
+        assert!(
+            matches!(next, Ok(None)),
+            "the listener of a closed channel ends: {next:?}"
+        );
+        conn.close().await.expect("close");
+    })
+    .await
+}

@@ -960,12 +960,17 @@ impl Channel {
     pub fn returned_messages(&self, capacity: usize) -> ReturnedMessages {
         let capacity = capacity.clamp(1, crate::ConnectionConfig::MAX_CAPACITY);
         let (tx, rx) = mpsc::channel(capacity);
-        *self
+        let mut returns = self
             .inner
             .shared
             .returns
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+            .unwrap_or_else(|e| e.into_inner());
+        // A closed channel's listener ends at once: its close took the sender already (under this
+        // lock, after setting the flag), and nothing would take this one.
+        if !self.inner.shared.is_closed() {
+            *returns = Some(tx);
+        }
         ReturnedMessages { rx }
     }
 
@@ -979,7 +984,10 @@ impl Channel {
             RpcReply::Get(message) if no_ack => Ok(message.map(GetMessage::settled_by_broker)),
             RpcReply::Get(message) => Ok(message),
             RpcReply::Method(other) => Err(unexpected(other)),
-            RpcReply::Channel(_) => Err(Error::InvalidArgument("unexpected reply".into())),
+            RpcReply::Channel(_) => Err(Error::Protocol {
+                code: crate::spec::ReplyCode::COMMAND_INVALID,
+                text: "unexpected reply to basic.get".into(),
+            }),
         }
     }
 

@@ -87,7 +87,12 @@ impl Connection {
             .await?;
         let shared = match deadline.wait("channel.open-ok", rx).await? {
             Ok(Ok(RpcReply::Channel(opened))) => opened.into_shared(),
-            Ok(Ok(_)) => return Err(Error::Handshake("unexpected reply to channel.open".into())),
+            Ok(Ok(_)) => {
+                return Err(Error::Protocol {
+                    code: crate::spec::ReplyCode::COMMAND_INVALID,
+                    text: "unexpected reply to channel.open".into(),
+                })
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(self.inner.shared.error()),
         };
