@@ -533,3 +533,42 @@ async fn a_channel_dropped_while_the_command_queue_is_full_is_closed_after_its_p
         "every publish before the drop went out first"
     );
 }
+
+/// A connection.close the broker never answers: `Connection::close` returns the `Timeout`, but the
+/// connection is closed by the client all the same, and its handles say so. The `Timeout` used to become
+/// the connection's error: later calls failed with "timed out waiting for connection.close-ok", whose
+/// `is_connection_closed()` is false and `is_recoverable()` true, and `closed()` gave it too.
+#[tokio::test]
+async fn an_unanswered_connection_close_leaves_the_connection_closed_by_the_client() {
+    let broker = FakeBroker::bind().await;
+    let config = broker.config();
+    let server = async move {
+        let (mut peer, _) = broker.accept_with_channel().await;
+        peer.expect_connection_close(ReplyCode::REPLY_SUCCESS).await;
+        // No close-ok.
+        peer.expect_eof().await;
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch = conn.open_channel().await.expect("open channel");
+        let closed = conn.close().await;
+        assert!(
+            matches!(closed, Err(Error::Timeout { .. })),
+            "no close-ok came: {closed:?}"
+        );
+        let reason = conn.closed().await;
+        assert!(
+            matches!(reason, Error::ClosedByClient(_)),
+            "the connection's end: {reason:?}"
+        );
+        let again = conn.open_channel().await.expect_err("closed");
+        assert!(again.is_connection_closed(), "{again:?}");
+        assert!(!again.is_recoverable(), "{again:?}");
+        let declared = ch
+            .queue_declare("q", Default::default(), FieldTable::new())
+            .await
+            .expect_err("closed");
+        assert!(declared.is_connection_closed(), "{declared:?}");
+    };
+    scenario(LIMIT, server, client).await;
+}

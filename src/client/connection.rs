@@ -141,9 +141,10 @@ impl Connection {
         // The driver's close handshake and then its goodbye, each bounded by close_timeout.
         let timeout = 2 * self.inner.config.close_timeout + Duration::from_secs(1);
         match tokio::time::timeout(timeout, self.inner.commands.closed()).await {
-            Ok(()) => match shared.error.get() {
-                None | Some(Error::ClosedByClient(_)) => Ok(()),
-                Some(e) => Err(e.clone()),
+            Ok(()) => match (shared.unanswered_close.get(), shared.error.get()) {
+                (Some(timeout), _) => Err(timeout.clone()),
+                (None, None | Some(Error::ClosedByClient(_))) => Ok(()),
+                (None, Some(e)) => Err(e.clone()),
             },
             Err(_) => Err(Error::Timeout {
                 what: "connection.close-ok",
@@ -416,6 +417,7 @@ where
         close_requested: Default::default(),
         close_notify: Default::default(),
         channel_closes_requested: Default::default(),
+        unanswered_close: Default::default(),
         rpc_timeout: config.rpc_timeout,
         ended: Default::default(),
         ended_notify: Default::default(),

@@ -228,6 +228,9 @@ pub(crate) struct ConnectionShared {
     /// closes the channels whose `close_on_drop` is set, once the commands queued before the drop are
     /// taken. Set before `close_notify` is notified.
     pub channel_closes_requested: AtomicBool,
+    /// The client's connection.close went unanswered: the `Timeout` that `Connection::close` returns,
+    /// while `error` says `ClosedByClient`. Set before the command queue is closed.
+    pub unanswered_close: OnceLock<Error>,
     /// `rpc_timeout`: how long a handle's operation may wait in all. The driver gives it to each channel
     /// it opens, for its deliveries' acks.
     pub rpc_timeout: Duration,

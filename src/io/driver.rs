@@ -339,6 +339,18 @@ where
         let result = self.run_loop().await;
         let error = match result {
             Ok(()) => Error::ClosedByClient("connection"),
+            // Our own close went unanswered (no violation recorded an error first): the connection is
+            // closed by the client all the same, which is what its handles and `closed()` must say
+            // from now on; only the callers of `Connection::close` learn that no close-ok came.
+            Err(timeout @ Error::Timeout { .. })
+                if self.closing_deadline.is_some() && self.shared.error.get().is_none() =>
+            {
+                for w in self.close_waiters.drain(..) {
+                    let _ = w.send(Err(timeout.clone()));
+                }
+                let _ = self.shared.unanswered_close.set(timeout);
+                Error::ClosedByClient("connection")
+            }
             Err(e) => e,
         };
         debug!(error = %error, "connection ended");
