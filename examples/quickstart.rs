@@ -13,7 +13,7 @@ const MESSAGES: usize = 10;
 async fn main() {
     if let Err(e) = run().await {
         eprintln!("quickstart failed: {e}");
-        if e.is_connection_closed() {
+        if matches!(e, coney::Error::Connect { .. } | coney::Error::Timeout { .. }) {
             eprintln!("is a broker running? set AMQP_URL=amqp://user:pass@host:5672/vhost");
         }
         std::process::exit(1);

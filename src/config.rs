@@ -108,15 +108,20 @@ pub struct ConnectionConfig {
     pub close_timeout: Duration,
     /// SASL mechanism used to authenticate. Default [`AuthMechanism::Plain`].
     pub auth_mechanism: AuthMechanism,
-    /// Name shown for the connection in the management UI (`connection_name` client property).
+    /// Name shown for the connection in the management UI (`connection_name` client property). It
+    /// goes in `connection.start-ok`, which must fit the 4096-byte frame limit before tuning: a name of
+    /// more than about 3.5 KiB fails `connect` with [`Error::Handshake`](crate::Error::Handshake).
     pub connection_name: Option<String>,
     /// Message locale to ask for. Default `en_US`.
     pub locale: String,
-    /// Largest message body accepted from the broker, in bytes. Default 128 MiB.
+    /// Largest message body accepted from the broker, in bytes. Default 128 MiB. A larger delivery,
+    /// get or return closes its channel with 311 CONTENT_TOO_LARGE
+    /// ([`Error::ChannelClosed`](crate::Error::ChannelClosed)).
     pub max_message_size: u64,
     /// Most publishes awaiting a confirm at once on a channel in confirm mode. Default 1000.
     pub confirm_window: usize,
-    /// Capacity of the queue from handles to the connection driver. Default 1024.
+    /// Capacity of the queue from handles to the connection driver. Default 1024; values below 2 are
+    /// raised to 2 (a settlement batch and the command behind it take two places).
     pub command_queue: usize,
     /// TLS options from the URI, as given. Used when `tls` is on and `tls_config` is `None`.
     pub tls_params: TlsParams,
@@ -298,7 +303,8 @@ impl ConnectionConfig {
         self
     }
 
-    /// Sets the time allowed for `connection.close` to be answered.
+    /// Sets [`close_timeout`](ConnectionConfig::close_timeout): the time allowed for a
+    /// `connection.close` or a `channel.close` to be answered.
     pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -413,7 +419,8 @@ impl ConnectionConfig {
     /// The connection's address as a URI for logs: `amqp://user:***@host:port/vhost`.
     ///
     /// The password is always `***` (even when empty) and query parameters are left out. Parsing the
-    /// result gives back the same scheme, user, host, port and vhost.
+    /// result gives back the same scheme, user, host, port and vhost (except an empty vhost, which
+    /// reads back as `/`).
     pub fn redacted_uri(&self) -> String {
         let scheme = if self.tls { "amqps" } else { "amqp" };
         let bare = bare_host(&self.host);

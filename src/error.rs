@@ -50,7 +50,9 @@ pub enum Error {
     /// The broker closed the connection.
     #[error("connection closed by broker: {0}")]
     ConnectionClosed(CloseReason),
-    /// The broker closed the channel (a soft error such as 404 or 406).
+    /// The channel was closed for an error: by the broker (a soft error such as 404 or 406), or by this
+    /// client for the broker's fault on it (311 CONTENT_TOO_LARGE for a message over
+    /// `max_message_size`).
     #[error("channel closed by broker: {0}")]
     ChannelClosed(CloseReason),
     /// The broker broke the protocol, and the client ended the connection. Once the broker has sent
@@ -67,7 +69,8 @@ pub enum Error {
     /// No frames arrived for two heartbeat intervals.
     #[error("missed heartbeats: nothing received for {0:?}")]
     MissedHeartbeats(Duration),
-    /// The connection or channel was closed by this client (by `close()` or by dropping it).
+    /// The connection or channel was closed by this client (by `close()` or by dropping it), or the
+    /// consumer was cancelled by it (`basic_cancel`, or dropping the `Consumer`).
     #[error("{0} was closed by the client")]
     ClosedByClient(&'static str),
     /// Publishing waited past its deadline while the broker had the connection blocked.
@@ -76,13 +79,15 @@ pub enum Error {
     /// An ack/nack/reject for a delivery received on a channel that has since closed. Nothing was sent.
     #[error("delivery tag {0} belongs to a channel that is closed")]
     StaleDelivery(u64),
-    /// The consumer was cancelled: by the broker (its queue was deleted) or by basic.cancel.
+    /// The broker cancelled the consumer (its basic.cancel: the queue was deleted, or a node holding it
+    /// went away). A cancel by this client ends the consumer with no error.
     #[error("consumer {0} was cancelled")]
     ConsumerCancelled(String),
     /// Every channel number up to channel-max is in use.
     #[error("no free channel: all {0} are open")]
     ChannelsExhausted(u16),
-    /// A decode error in data handed to the client (not from the network).
+    /// A decode error in data handed to the client, or in a delivery's properties that were checked on
+    /// arrival but failed to build on the consumer's side (a bug if it happens).
     #[error(transparent)]
     Codec(#[from] CodecError),
     /// TLS could not be set up: the server's certificate was not trusted or not for this host, the

@@ -722,8 +722,10 @@ impl Channel {
     /// basic.publish: sends a message. Waits while the broker has the connection blocked or the channel
     /// flow-stopped, in confirm mode while the confirm window is full, and while the command queue is
     /// full (all of it bounded by one `rpc_timeout`, and ended at once by the channel's or the
-    /// connection's end, with its error). The returned [`PublishConfirm`] resolves exactly once with
-    /// the broker's verdict.
+    /// connection's end, with its error). A wait past `rpc_timeout` while the connection is blocked
+    /// fails with [`Error::Blocked`] (the broker's reason; not `is_recoverable`, since retrying at once
+    /// meets the same alarm), any other with [`Error::Timeout`]. The returned [`PublishConfirm`]
+    /// resolves exactly once with the broker's verdict.
     ///
     /// The method and header frames are encoded when this is called, so the future borrows neither the
     /// names nor the properties; nothing is sent until it is polled. Names longer than 255 bytes,
@@ -1066,7 +1068,8 @@ impl Channel {
     }
 
     /// channel.flow from the client: asks the broker to pause (`false`) or resume deliveries. RabbitMQ
-    /// refuses `false` (540 NOT_IMPLEMENTED); prefetch limits are the way to pause it.
+    /// answers `false` by closing the whole connection (540 NOT_IMPLEMENTED, an
+    /// [`Error::ConnectionClosed`]); prefetch limits are the way to pause it.
     pub async fn channel_flow(&self, active: bool) -> Result<bool, Error> {
         match self.rpc(channel::Flow { active }.into()).await? {
             Method::ChannelFlowOk(ok) => Ok(ok.active),

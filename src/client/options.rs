@@ -56,7 +56,8 @@ pub struct QueueDeleteOptions {
 /// Flags for [`Channel::basic_qos`](crate::Channel::basic_qos).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BasicQosOptions {
-    /// Byte limit on unacked messages (RabbitMQ supports only 0, no limit).
+    /// Byte limit on unacked messages. RabbitMQ supports only 0 (no limit); any other value closes the
+    /// whole connection with 540 NOT_IMPLEMENTED.
     pub prefetch_size: u32,
     /// RabbitMQ: apply the count to the whole channel rather than to each new consumer.
     pub global: bool,

@@ -187,7 +187,7 @@ impl TlsConfig {
     /// Uses `config` as it is, for full control (other roots, a revocation list, a different crypto
     /// provider, session caching). Trust, client certificate and verification settings of this
     /// `TlsConfig` are then ignored; [`server_name`](TlsConfig::server_name) still applies, and so
-    /// does `config.enable_sni`.
+    /// do `config.enable_sni` and [`disable_sni`](TlsConfig::disable_sni).
     pub fn with_rustls_config(mut self, config: Arc<ClientConfig>) -> TlsConfig {
         self.rustls = Some(config);
         self
@@ -207,8 +207,8 @@ impl TlsConfig {
     }
 
     /// **Dangerous**: accepts any server certificate for any name, so anyone on the path can read and
-    /// change the traffic. For a test broker with a throw-away certificate only. The first connection
-    /// made with it logs a warning.
+    /// change the traffic. For a test broker with a throw-away certificate only. The first such
+    /// connection in the process logs a warning.
     pub fn danger_disable_verification(mut self) -> TlsConfig {
         self.danger_disable_verification = true;
         self
