@@ -13,7 +13,10 @@ const MESSAGES: usize = 10;
 async fn main() {
     if let Err(e) = run().await {
         eprintln!("quickstart failed: {e}");
-        if matches!(e, coney::Error::Connect { .. } | coney::Error::Timeout { .. }) {
+        if matches!(
+            e,
+            coney::Error::Connect { .. } | coney::Error::Timeout { .. }
+        ) {
             eprintln!("is a broker running? set AMQP_URL=amqp://user:pass@host:5672/vhost");
         }
         std::process::exit(1);
