@@ -58,7 +58,9 @@ pub enum Error {
     /// The broker broke the protocol, and the client ended the connection. Once the broker has sent
     /// `connection.start` the client says why in a `connection.close` carrying `code`, unless a close
     /// was already under way; before that there is no AMQP conversation to close, so it closes the
-    /// socket and sends nothing.
+    /// socket and sends nothing. (A call answered with a reply of the wrong kind also fails with it,
+    /// `COMMAND_INVALID`, without ending anything: the driver checks every reply against its method
+    /// first, so that is not expected to happen.)
     #[error("protocol violation ({code}): {text}")]
     Protocol {
         /// The reply code the spec gives the violation (sent in `connection.close` if one was sent).

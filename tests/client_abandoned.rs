@@ -7,14 +7,20 @@
 
 mod fake_broker;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use coney::{
     codec::{FieldTable, LongStr, ShortStr},
     frame::Frame,
     options::{BasicConsumeOptions, BasicPublishOptions},
-    spec::{basic, channel, queue, Method, ReplyCode},
+    spec::{basic, channel, connection, queue, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
 use fake_broker::{deliver, scenario, FakeBroker, Peer};
@@ -571,4 +577,123 @@ async fn an_unanswered_connection_close_leaves_the_connection_closed_by_the_clie
         assert!(declared.is_connection_closed(), "{declared:?}");
     };
     scenario(LIMIT, server, client).await;
+}
+
+/// The same while another channel keeps the command queue busy: the dropped channel is closed once its
+/// own commands are handled, not when the whole queue is next empty, which a busy publisher on another
+/// channel may never let happen (from helper-35's review: it waited until the other channel stopped).
+#[tokio::test]
+async fn a_dropped_channel_is_closed_while_another_channel_keeps_publishing() {
+    let broker = FakeBroker::bind_with_small_buffers().await;
+    let config = broker.config();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+    let stop_publishing = stop.clone();
+    let server = async move {
+        let (mut peer, ch1) = broker.accept_with_channel().await;
+        let ch2 = peer.open_channel().await;
+        dropped_rx
+            .await
+            .expect("the client dropped its first channel");
+        let start = tokio::time::Instant::now();
+        // Slow reads keep the client's queue busy; after 10 s the other publisher is told to stop.
+        let mut stopped = false;
+        loop {
+            match peer.expect_frame().await {
+                Frame::Method {
+                    method: Method::BasicPublish(_),
+                    ..
+                } => {
+                    if !stopped {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Frame::Method {
+                    channel,
+                    method: Method::ChannelClose(_),
+                } if channel == ch1 => break,
+                // The other publisher stopped (too late) and dropped its channel.
+                Frame::Method {
+                    channel,
+                    method: Method::ChannelClose(_),
+                } if channel == ch2 => peer.send_method(ch2, channel::CloseOk {}).await,
+                // The client gave up on its own: the first channel was never closed.
+                Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionClose(_),
+                } => {
+                    peer.send_method(0, connection::CloseOk).await;
+                    return true;
+                }
+                Frame::Header { .. } | Frame::Body { .. } | Frame::Heartbeat => {}
+                other => panic!("fake broker: unexpected {other:?}"),
+            }
+            if !stopped && start.elapsed() > Duration::from_secs(10) {
+                stop_publishing.store(true, Ordering::SeqCst);
+                stopped = true;
+            }
+        }
+        peer.send_method(ch1, channel::CloseOk {}).await;
+        stop_publishing.store(true, Ordering::SeqCst);
+        loop {
+            match peer.expect_frame().await {
+                Frame::Method {
+                    channel,
+                    method: Method::ChannelClose(_),
+                } if channel == ch2 => peer.send_method(ch2, channel::CloseOk {}).await,
+                Frame::Method {
+                    channel: 0,
+                    method: Method::ConnectionClose(_),
+                } => break,
+                _ => {}
+            }
+        }
+        peer.send_method(0, connection::CloseOk).await;
+        stopped
+    };
+    let client = async move {
+        let conn = Connection::connect_with(config).await.expect("connect");
+        let ch1 = conn.open_channel().await.expect("open channel 1");
+        let ch2 = conn.open_channel().await.expect("open channel 2");
+        let body = Bytes::from(vec![7u8; 64 * 1024]);
+        let other_body = body.clone();
+        let publisher = tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let publish = ch2.basic_publish(
+                    "",
+                    "q",
+                    BasicPublishOptions::default(),
+                    BasicProperties::default(),
+                    other_body.clone(),
+                );
+                match publish.await {
+                    Ok(_) | Err(Error::Timeout { .. }) => {}
+                    Err(e) => panic!("publish on channel 2: {e:?}"),
+                }
+            }
+        });
+        loop {
+            let publish = ch1.basic_publish(
+                "",
+                "q",
+                BasicPublishOptions::default(),
+                BasicProperties::default(),
+                body.clone(),
+            );
+            match publish.await {
+                Ok(_) => {}
+                Err(Error::Timeout { .. }) => break,
+                Err(e) => panic!("publish on channel 1: {e:?}"),
+            }
+        }
+        drop(ch1);
+        dropped_tx.send(()).expect("broker waiting");
+        publisher.await.expect("publisher");
+        let _ = conn.close().await;
+    };
+    let (stopped, ()) = scenario(Duration::from_secs(60), server, client).await;
+    assert!(
+        !stopped,
+        "the dropped channel was closed only after the other channel stopped publishing, or never"
+    );
 }

@@ -958,7 +958,8 @@ impl Channel {
     /// Bounded: at most `capacity` returns wait in the listener (at least 1, at most
     /// [`ConnectionConfig::MAX_CAPACITY`](crate::ConnectionConfig::MAX_CAPACITY)); when it is full, or
     /// after it is dropped, further returns are logged and dropped, never allowed to stall the
-    /// connection. A second call replaces the first listener.
+    /// connection. A second call replaces the first listener. On a closed channel the listener ends
+    /// at once (and replaces nothing).
     pub fn returned_messages(&self, capacity: usize) -> ReturnedMessages {
         let capacity = capacity.clamp(1, crate::ConnectionConfig::MAX_CAPACITY);
         let (tx, rx) = mpsc::channel(capacity);

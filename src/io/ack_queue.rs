@@ -182,6 +182,19 @@ impl AckQueue {
         true
     }
 
+    /// For the driver, closing a channel whose last handle was dropped without room for its close: if
+    /// every command the channel queued has been handled (`handled`), takes what is queued, which goes
+    /// out before the close, retires any promised sweep, and returns `true`.
+    pub(crate) fn take_if_all_handled(&self, handled: u64, out: &mut Vec<Settlement>) -> bool {
+        let mut inner = self.lock();
+        if handled < inner.commands {
+            return false;
+        }
+        inner.take_if_ready(handled, out);
+        inner.promised_at = None;
+        true
+    }
+
     /// For the driver, on a flush command, having handled `handled` of the channel's commands: takes
     /// what is queued if it is ready. A flush queued before a later command of the channel finds the
     /// settlements pushed after that command not ready, and leaves them to their own flush.

@@ -709,8 +709,9 @@ where
     }
 
     /// Closes the channels whose last handle was dropped while the command queue had no room for the
-    /// close (`ChannelShared::close_on_drop`), but only once the queue has been seen empty after their
-    /// flags were: the commands each queued before its drop come first (P11), as its close would have.
+    /// close (`ChannelShared::close_on_drop`), each once the driver has handled every command it queued
+    /// before the drop: those go first (P11), and so do the acks it made (they ride a promised sweep or
+    /// wait in its ack queue), as they would ahead of a queued close.
     fn close_dropped_channels(&mut self) {
         // A load first: this runs at every pass, and a swap would write the shared line each time.
         let requested = &self.shared.channel_closes_requested;
@@ -723,24 +724,39 @@ where
             .filter(|(_, slot)| slot.shared.close_on_drop.load(Ordering::SeqCst))
             .map(|(id, slot)| (id, slot.shared.generation))
             .collect();
-        if !self.commands.is_empty() {
-            // Some of what they sent may still be queued: again at a later pass.
-            self.shared
-                .channel_closes_requested
-                .store(true, Ordering::SeqCst);
-            return;
-        }
+        let mut again = false;
+        let mut settlements = std::mem::take(&mut self.settlements);
         for (channel, generation) in dropped {
-            if let Some(slot) = self.channels.get(channel) {
-                slot.shared.close_on_drop.store(false, Ordering::SeqCst);
+            let usable = self.proto.channel_is_usable(channel) && self.closing_deadline.is_none();
+            let Some(slot) = self.channels.get_mut(channel) else {
+                continue;
+            };
+            if !slot
+                .shared
+                .acks
+                .take_if_all_handled(slot.commands_handled, &mut settlements)
+            {
+                // Some of what it queued before the drop is still in the command queue.
+                again = true;
+                continue;
             }
-            if self.proto.channel_is_usable(channel) {
+            slot.sweep_promised = false;
+            slot.shared.close_on_drop.store(false, Ordering::SeqCst);
+            if usable {
                 debug!(
                     channel,
                     "closing a channel dropped while the command queue was full"
                 );
+                self.send_settlements(channel, &mut settlements);
                 self.close_channel(channel, generation);
             }
+            settlements.clear();
+        }
+        self.settlements = settlements;
+        if again {
+            self.shared
+                .channel_closes_requested
+                .store(true, Ordering::SeqCst);
         }
     }
 
