@@ -23,7 +23,7 @@ use coney::{
     spec::{basic, channel, connection, queue, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
-use fake_broker::{deliver, scenario, FakeBroker, Peer};
+use fake_broker::{deliver, fill_the_command_queue, scenario, FakeBroker, Peer};
 use tokio::sync::oneshot;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -208,31 +208,7 @@ async fn close_returns_when_the_broker_stops_reading() {
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");
         let ch = conn.open_channel().await.expect("open channel");
-        let body = Bytes::from(vec![7u8; 64 * 1024]);
-        let mut published = 0u32;
-        let full = loop {
-            let r = ch
-                .basic_publish(
-                    "",
-                    "q",
-                    BasicPublishOptions::default(),
-                    BasicProperties::default(),
-                    body.clone(),
-                )
-                .await;
-            match r {
-                Ok(_) => published += 1,
-                Err(e) => break e,
-            }
-            assert!(
-                published < 100_000,
-                "the command queue never filled ({published} publishes)"
-            );
-        };
-        assert!(
-            matches!(full, Error::Timeout { .. }),
-            "publishes stop on a full queue: {full:?}"
-        );
+        fill_the_command_queue(&ch).await;
         // close_timeout is 1 s: the wait for room, the close handshake and the goodbye are one each.
         let closed = tokio::time::timeout(Duration::from_secs(10), conn.close())
             .await
@@ -509,23 +485,7 @@ async fn a_channel_dropped_while_the_command_queue_is_full_is_closed_after_its_p
     let client = async move {
         let conn = Connection::connect_with(config).await.expect("connect");
         let ch = conn.open_channel().await.expect("open channel");
-        let body = Bytes::from(vec![7u8; 64 * 1024]);
-        let mut published = 0u32;
-        loop {
-            let publish = ch.basic_publish(
-                "",
-                "q",
-                BasicPublishOptions::default(),
-                BasicProperties::default(),
-                body.clone(),
-            );
-            match publish.await {
-                Ok(_) => published += 1,
-                Err(Error::Timeout { .. }) => break,
-                Err(e) => panic!("publish {published}: {e:?}"),
-            }
-            assert!(published < 100_000, "the command queue never filled");
-        }
+        let published = fill_the_command_queue(&ch).await;
         drop(ch);
         dropped_tx.send(()).expect("broker waiting");
         // Time for the broker to read the publishes and answer the close.
@@ -672,20 +632,7 @@ async fn a_dropped_channel_is_closed_while_another_channel_keeps_publishing() {
                 }
             }
         });
-        loop {
-            let publish = ch1.basic_publish(
-                "",
-                "q",
-                BasicPublishOptions::default(),
-                BasicProperties::default(),
-                body.clone(),
-            );
-            match publish.await {
-                Ok(_) => {}
-                Err(Error::Timeout { .. }) => break,
-                Err(e) => panic!("publish on channel 1: {e:?}"),
-            }
-        }
+        fill_the_command_queue(&ch1).await;
         drop(ch1);
         dropped_tx.send(()).expect("broker waiting");
         publisher.await.expect("publisher");

@@ -16,7 +16,9 @@ use coney::{
     spec::{basic, channel, connection, Method, ReplyCode},
     BasicProperties, Connection, Error,
 };
-use fake_broker::{deliver, method_frame, raw_frame, scenario, FakeBroker, Peer};
+use fake_broker::{
+    deliver, fill_the_command_queue, method_frame, raw_frame, scenario, FakeBroker, Peer,
+};
 use tokio::sync::oneshot;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -846,23 +848,7 @@ async fn an_ack_that_waited_for_room_while_its_channel_closed_is_stale() {
             .await
             .expect("consume");
         let delivery = consumer.next().await.expect("one").expect("ok");
-        let body = Bytes::from(vec![7u8; 64 * 1024]);
-        let mut published = 0u32;
-        loop {
-            let publish = ch.basic_publish(
-                "",
-                "q",
-                BasicPublishOptions::default(),
-                BasicProperties::default(),
-                body.clone(),
-            );
-            match publish.await {
-                Ok(_) => published += 1,
-                Err(Error::Timeout { .. }) => break,
-                Err(e) => panic!("publish {published}: {e:?}"),
-            }
-            assert!(published < 100_000, "the command queue never filled");
-        }
+        fill_the_command_queue(&ch).await;
         let ack = delivery.ack();
         tokio::pin!(ack);
         // One poll finds the command queue full and starts waiting for room.

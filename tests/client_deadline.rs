@@ -9,41 +9,13 @@ mod fake_broker;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use coney::{
     codec::FieldTable,
     options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
-    BasicProperties, Channel, Connection, Error,
+    BasicProperties, Connection, Error,
 };
-use fake_broker::{deliver, scenario, FakeBroker};
+use fake_broker::{deliver, fill_the_command_queue, scenario, FakeBroker};
 use tokio::sync::oneshot;
-
-/// Publishes 64 KiB messages to a broker that does not read until one publish times out waiting for room
-/// in the command queue: the queue is then full.
-async fn fill_the_command_queue(ch: &Channel) {
-    let body = Bytes::from(vec![7u8; 64 * 1024]);
-    let mut published = 0u32;
-    let full = loop {
-        let r = ch
-            .basic_publish(
-                "",
-                "q",
-                BasicPublishOptions::default(),
-                BasicProperties::default(),
-                body.clone(),
-            )
-            .await;
-        match r {
-            Ok(_) => published += 1,
-            Err(e) => break e,
-        }
-        assert!(published < 100_000, "the command queue never filled");
-    };
-    assert!(
-        matches!(full, Error::Timeout { .. }),
-        "a publish stops on the full queue: {full:?}"
-    );
-}
 
 #[tokio::test]
 async fn a_method_that_waits_for_room_and_then_for_its_reply_ends_within_one_rpc_timeout() {

@@ -736,3 +736,35 @@ pub fn rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// Publishes 64 KiB messages on `ch` to a broker that does not read, until one publish times out
+/// waiting for room in the command queue: the queue is then full. Returns how many were queued; panics
+/// if a publish fails otherwise or the queue never fills.
+pub async fn fill_the_command_queue(ch: &coney::Channel) -> u32 {
+    let body = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let mut published = 0u32;
+    let full = loop {
+        let r = ch
+            .basic_publish(
+                "",
+                "q",
+                coney::options::BasicPublishOptions::default(),
+                coney::BasicProperties::default(),
+                body.clone(),
+            )
+            .await;
+        match r {
+            Ok(_) => published += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            published < 100_000,
+            "the command queue never filled ({published} publishes)"
+        );
+    };
+    assert!(
+        matches!(full, coney::Error::Timeout { .. }),
+        "a publish stops on the full queue: {full:?}"
+    );
+    published
+}
