@@ -304,6 +304,58 @@ async fn a_long_connection_name_is_refused_or_fits_the_pre_tune_frame_limit() {
     .await;
 }
 
+/// A fresh channel of `conn` consuming an exclusive queue of `messages` under `basic_qos(prefetch)`,
+/// whose first delivery the application acked twice (its bug): RabbitMQ closes the channel with 406,
+/// while the credit the first ack freed sends it more. Returns the channel, its consumer and that
+/// delivery.
+async fn acked_twice(
+    conn: &Connection,
+    attempt: u32,
+    prefix: &str,
+    messages: usize,
+    prefetch: u16,
+) -> (coney::Channel, coney::Consumer, coney::Delivery) {
+    let ch = conn.open_channel().await.unwrap_or_else(|e| {
+        panic!(
+            "attempt {attempt}: the connection died: {e:?} ({:?})",
+            conn.close_reason()
+        )
+    });
+    let queue = support::unique(prefix);
+    support::declare_exclusive(&ch, &queue).await;
+    ch.confirm_select().await.expect("confirm.select");
+    let mut confirms = Vec::new();
+    for i in 0..messages {
+        let publish = ch.basic_publish(
+            "",
+            &queue,
+            BasicPublishOptions::default(),
+            BasicProperties::default(),
+            format!("m{i}").into_bytes(),
+        );
+        confirms.push(publish.await.expect("publish"));
+    }
+    for confirm in confirms {
+        confirm.await.expect("confirmed");
+    }
+    ch.basic_qos(prefetch, Default::default())
+        .await
+        .expect("qos");
+    let mut consumer = ch
+        .basic_consume(
+            &queue,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::new(),
+        )
+        .await
+        .expect("consume");
+    let first = consumer.next().await.expect("a delivery").expect("ok");
+    first.ack().await.expect("ack");
+    first.ack().await.expect("the second ack is queued");
+    (ch, consumer, first)
+}
+
 /// RabbitMQ can have deliveries on the wire behind its channel.close: here a double ack (406) frees
 /// prefetch credit, so the broker sends more to the consumer just as it closes the channel. Those frames
 /// used to be "a frame on an unopened channel", and the client closed the whole connection with 504;
@@ -313,44 +365,8 @@ async fn deliveries_behind_the_brokers_channel_close_end_only_the_channel() {
     support::with_timeout(async {
         let conn = Connection::connect(&support::url()).await.expect("connect");
         for attempt in 0..5 {
-            let ch = conn.open_channel().await.unwrap_or_else(|e| {
-                panic!(
-                    "attempt {attempt}: the connection died: {e:?} ({:?})",
-                    conn.close_reason()
-                )
-            });
-            let queue = support::unique("behind-close");
-            support::declare_exclusive(&ch, &queue).await;
-            ch.confirm_select().await.expect("confirm.select");
-            let mut confirms = Vec::new();
-            for i in 0..20 {
-                let body = format!("m{i}");
-                let publish = ch.basic_publish(
-                    "",
-                    &queue,
-                    BasicPublishOptions::default(),
-                    BasicProperties::default(),
-                    body.into_bytes(),
-                );
-                confirms.push(publish.await.expect("publish"));
-            }
-            for confirm in confirms {
-                confirm.await.expect("confirmed");
-            }
-            ch.basic_qos(5, Default::default()).await.expect("qos");
-            let mut consumer = ch
-                .basic_consume(
-                    &queue,
-                    "",
-                    BasicConsumeOptions::default(),
-                    FieldTable::new(),
-                )
-                .await
-                .expect("consume");
-            let first = consumer.next().await.expect("a delivery").expect("ok");
-            first.ack().await.expect("ack");
-            // The application's bug: the same delivery acked twice. RabbitMQ closes the channel with 406.
-            first.ack().await.expect("the second ack is queued");
+            let (ch, mut consumer, first) =
+                acked_twice(&conn, attempt, "behind-close", 20, 5).await;
             let closed = ch.closed().await;
             assert_eq!(
                 closed.reply_code(),
@@ -389,42 +405,8 @@ async fn deliveries_behind_a_crossing_close_end_only_the_channel() {
     support::with_timeout(async {
         let conn = Connection::connect(&support::url()).await.expect("connect");
         for attempt in 0..20 {
-            let ch = conn.open_channel().await.unwrap_or_else(|e| {
-                panic!(
-                    "attempt {attempt}: the connection died: {e:?} ({:?})",
-                    conn.close_reason()
-                )
-            });
-            let queue = support::unique("crossing-close");
-            support::declare_exclusive(&ch, &queue).await;
-            ch.confirm_select().await.expect("confirm.select");
-            let mut confirms = Vec::new();
-            for i in 0..40 {
-                let publish = ch.basic_publish(
-                    "",
-                    &queue,
-                    BasicPublishOptions::default(),
-                    BasicProperties::default(),
-                    format!("m{i}").into_bytes(),
-                );
-                confirms.push(publish.await.expect("publish"));
-            }
-            for confirm in confirms {
-                confirm.await.expect("confirmed");
-            }
-            ch.basic_qos(1, Default::default()).await.expect("qos");
-            let mut consumer = ch
-                .basic_consume(
-                    &queue,
-                    "",
-                    BasicConsumeOptions::default(),
-                    FieldTable::new(),
-                )
-                .await
-                .expect("consume");
-            let first = consumer.next().await.expect("a delivery").expect("ok");
-            first.ack().await.expect("ack");
-            first.ack().await.expect("the second ack is queued");
+            let (ch, mut consumer, _first) =
+                acked_twice(&conn, attempt, "crossing-close", 40, 1).await;
             let _ = ch.close().await;
             while consumer.next().await.is_some() {}
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
