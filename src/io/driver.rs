@@ -689,12 +689,7 @@ where
                         channel,
                         tag, "consumer being cancelled is full; held-back delivery requeued"
                     );
-                    let reject = basic::Reject {
-                        delivery_tag: tag,
-                        requeue: true,
-                    };
-                    slot.acks.observe(tag, false);
-                    self.proto.send_method(channel, &reject.into());
+                    requeue(&mut self.proto, slot, channel, tag);
                 }
                 _ => debug!(
                     channel,
@@ -1583,12 +1578,7 @@ where
                     if let Some(count) = self.warnings.delivery_for_unknown_consumer.occur() {
                         warn!(channel, tag = %deliver.consumer_tag, count, "delivery for an unknown consumer; requeued");
                     }
-                    let reject = basic::Reject {
-                        delivery_tag: deliver.delivery_tag,
-                        requeue: true,
-                    };
-                    slot.acks.observe(reject.delivery_tag, false);
-                    self.proto.send_method(channel, &reject.into());
+                    requeue(&mut self.proto, slot, channel, deliver.delivery_tag);
                     return Ok(());
                 };
                 if sink.no_ack {
@@ -1619,12 +1609,7 @@ where
                             tag, "consumer being cancelled is full; delivery requeued"
                         );
                         drop(delivery);
-                        let reject = basic::Reject {
-                            delivery_tag: tag,
-                            requeue: true,
-                        };
-                        slot.acks.observe(tag, false);
-                        self.proto.send_method(channel, &reject.into());
+                        requeue(&mut self.proto, slot, channel, tag);
                     }
                     Pushed::Full(delivery) => {
                         trace!(channel, "consumer queue full; pausing reads");
@@ -1696,12 +1681,7 @@ where
                             tag = ok.delivery_tag,
                             "requeueing a get whose caller gave up"
                         );
-                        let reject = basic::Reject {
-                            delivery_tag: ok.delivery_tag,
-                            requeue: true,
-                        };
-                        slot.acks.observe(reject.delivery_tag, false);
-                        self.proto.send_method(channel, &reject.into());
+                        requeue(&mut self.proto, slot, channel, ok.delivery_tag);
                     }
                     self.send_next_rpc(channel);
                     return Ok(());
@@ -1785,12 +1765,7 @@ where
         if slot.shared.generation != acker.generation() {
             return;
         }
-        let reject = basic::Reject {
-            delivery_tag: delivery.delivery_tag(),
-            requeue: true,
-        };
-        slot.acks.observe(reject.delivery_tag, false);
-        self.proto.send_method(channel, &reject.into());
+        requeue(&mut self.proto, slot, channel, delivery.delivery_tag());
     }
 
     async fn fail_all(&mut self, error: Error) {
@@ -1817,6 +1792,17 @@ fn sweep_keeps_broker_sending(slot: &ChannelSlot) -> bool {
         .settled_through()
         .map(|settled| slot.last_delivered.saturating_sub(settled));
     may_hold_acks(unsettled, prefetch_limit(slot))
+}
+
+/// Gives delivery `tag` back to its queue (`basic.reject` with `requeue`), for a delivery the driver
+/// settles itself: nobody will see it. Its tag is a settlement the ack prefix must account for.
+fn requeue(proto: &mut proto::Connection, slot: &mut ChannelSlot, channel: u16, tag: u64) {
+    slot.acks.observe(tag, false);
+    let reject = basic::Reject {
+        delivery_tag: tag,
+        requeue: true,
+    };
+    proto.send_method(channel, &reject.into());
 }
 
 /// Whether a delivery that finds `sink`'s queue full is requeued rather than held back.
