@@ -662,6 +662,19 @@ async fn a_global_qos_does_not_replace_the_per_consumer_limit() {
     .await
 }
 
+/// A connection with a 5 s `rpc_timeout`, and a consumer, without prefetch, of a fresh queue of 2,000
+/// messages: more than its buffer of 256 holds.
+async fn consuming_2000(prefix: &str) -> (coney::Connection, Channel, String, Consumer) {
+    let config = config().with_rpc_timeout(Duration::from_secs(5));
+    let conn = coney::Connection::connect_with(config)
+        .await
+        .expect("connect");
+    let ch = conn.open_channel().await.expect("channel");
+    let q = queue_of(&ch, prefix, 2000).await;
+    let consumer = consume(&ch, &q).await;
+    (conn, ch, q, consumer)
+}
+
 /// basic_cancel of a consumer that is behind (no prefetch: a queue of 256 and 2,000 messages on their
 /// way) returns at the broker's cancel-ok. It used to wait until the application had read everything the
 /// broker sent before the cancel, since a delivery held back for a full queue pauses the reads, and then
@@ -670,13 +683,7 @@ async fn a_global_qos_does_not_replace_the_per_consumer_limit() {
 #[tokio::test]
 async fn basic_cancel_of_a_consumer_that_is_behind_returns_at_cancel_ok() {
     with_timeout(async {
-        let config = config().with_rpc_timeout(Duration::from_secs(5));
-        let conn = coney::Connection::connect_with(config)
-            .await
-            .expect("connect");
-        let ch = conn.open_channel().await.expect("channel");
-        let q = queue_of(&ch, "cancel-behind", 2000).await;
-        let mut consumer = consume(&ch, &q).await;
+        let (conn, ch, q, mut consumer) = consuming_2000("cancel-behind").await;
         // Time for the broker to fill the consumer's queue and the driver to hold one back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let tag = consumer.tag().to_owned();
@@ -703,13 +710,7 @@ async fn basic_cancel_of_a_consumer_that_is_behind_returns_at_cancel_ok() {
 #[tokio::test]
 async fn basic_cancel_of_a_slowly_read_consumer_returns_at_cancel_ok() {
     with_timeout(async {
-        let config = config().with_rpc_timeout(Duration::from_secs(5));
-        let conn = coney::Connection::connect_with(config)
-            .await
-            .expect("connect");
-        let ch = conn.open_channel().await.expect("channel");
-        let q = queue_of(&ch, "cancel-slow", 2000).await;
-        let consumer = consume(&ch, &q).await;
+        let (conn, ch, q, consumer) = consuming_2000("cancel-slow").await;
         let tag = consumer.tag().to_owned();
         let read = Arc::new(Mutex::new(0u32));
         let counted = read.clone();
