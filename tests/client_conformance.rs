@@ -688,15 +688,6 @@ async fn a_delivery_with_a_boolean_octet_of_2_and_an_unused_flag_bit_is_delivere
     );
 }
 
-fn unknown_delivery_tag() -> channel::Close {
-    channel::Close {
-        reply_code: ReplyCode::PRECONDITION_FAILED,
-        reply_text: ShortStr::from("PRECONDITION_FAILED - unknown delivery tag 1"),
-        class_id: 60,
-        method_id: 80,
-    }
-}
-
 /// RabbitMQ can have a delivery on the wire behind its own channel.close (the Java client drops such
 /// frames "to avoid closing the whole connection"). It used to be a frame on an unopened channel, so a
 /// soft error on a consuming channel closed the whole connection with 504.
@@ -710,7 +701,7 @@ async fn a_delivery_behind_the_brokers_channel_close_ends_only_the_channel() {
         let ch = peer.open_channel().await;
         let tag = peer.answer_consume(ch).await;
         peer.send_content(ch, deliver(&tag, 1), b"m1").await;
-        peer.send_method(ch, unknown_delivery_tag()).await;
+        peer.send_method(ch, precondition_failed()).await;
         peer.send_content(ch, deliver(&tag, 2), b"m2").await;
         match peer.expect_method().await {
             (c, Method::ChannelCloseOk(_)) if c == ch => {}
@@ -764,7 +755,7 @@ async fn a_stale_delivery_does_not_reach_the_reopened_channel() {
         peer.handshake().await;
         let ch = peer.open_channel().await;
         let tag = peer.answer_consume(ch).await;
-        peer.send_method(ch, unknown_delivery_tag()).await;
+        peer.send_method(ch, precondition_failed()).await;
         match peer.expect_method().await {
             (c, Method::ChannelCloseOk(_)) if c == ch => {}
             other => panic!("fake broker: expected channel.close-ok, got {other:?}"),
